@@ -1,0 +1,67 @@
+"""Atomic file writes: write to a temporary file in the same directory, then rename over the target.
+
+A reader (or a crash) never sees a half-written file: the target is either the old file or the new one.
+
+    write_text_atomic(path, text); write_bytes_atomic(path, data)
+    with atomic_path(path) as tmp: some_library.save(obj, tmp)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create a directory (and parents), turning OS failures into a one-line OutputError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {path}: {exc.strerror or exc}; "
+                          "choose another location with --out") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside target; on success it is renamed to target, on failure removed."""
+    target = Path(target)
+    ensure_dir(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}; "
+                          "choose another location with --out") from None
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode("utf-8"))

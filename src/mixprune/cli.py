@@ -1,0 +1,180 @@
+"""Command line: argument parsing, progress display and exit codes; all work is done by the Python API.
+
+    mixprune reproduce [--seeds 0 1 2] [--epochs 10] ... [--config study.toml]
+    mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
+    mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
+    mixprune data check [--data-dir D] # locate and verify the dataset
+
+Exit codes: 0 success, 2 bad input (one-line message, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import StudyConfig, flag_fields, load_config_file, with_overrides
+from .errors import MixpruneError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field that declares one; help text and type come from the dataclasses."""
+    for key, f, hint in flag_fields():
+        kw: dict = {"dest": key, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        args = typing.get_args(hint)
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        if typing.get_origin(hint) is tuple:
+            kw.update(nargs="+", type=int, metavar="N")
+        elif base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        else:
+            kw["type"] = base
+            kw["metavar"] = {int: "N", float: "X", str: "DIR" if "dir" in key or key == "out" else "S"}.get(base, "V")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if default is not None:
+            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+            kw["help"] += f" [default: {shown}]"
+        parser.add_argument(f.metadata["flag"], **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixprune", description="Lightweight CNNs from Mixup and pruning, "
+                                "measured honestly on FashionMNIST.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rep = sub.add_parser("reproduce", help="run the paper's four-model study (Baseline, Mixup, Pruned, "
+                         "Mixup+Pruned) and write results.json, report.md, history.csv and model files",
+                         description="Run the paper's study; defaults are the paper's settings.")
+    rep.add_argument("--config", metavar="FILE", help="TOML file with the same fields (sections data, model, "
+                     "train, mixup, prune, bench); flags given on the command line win")
+    _add_config_flags(rep)
+    r = sub.add_parser("report", help="re-render report.md from a run directory's results.json")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    data = sub.add_parser("data", help="get or check the FashionMNIST files")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dl = dsub.add_parser("download", help="download through torchvision (needs internet) and verify")
+    dl.add_argument("directory", nargs="?", metavar="DIR", help="target directory [default: the user cache, "
+                    "~/.cache/mixprune/fashion-mnist]")
+    chk = dsub.add_parser("check", help="locate and verify the dataset, print where it is")
+    chk.add_argument("--data-dir", metavar="DIR")
+    return p
+
+
+class RichObserver:
+    """Progress bars on stderr: one per model phase, epoch by epoch, with the test accuracy."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = None
+
+    def phase_start(self, model: str, seed: int, epochs: int) -> None:
+        self.task = self.progress.add_task(f"seed {seed} {model}", total=max(epochs, 1), acc="")
+        if epochs == 0:
+            self.progress.update(self.task, completed=1)
+
+    def epoch_end(self, model: str, seed: int, record) -> None:
+        self.progress.update(self.task, advance=1, acc=f"loss {record.train_loss:.3f} acc {record.test_accuracy:.2f}%")
+
+    def model_done(self, model: str, seed: int, metrics: dict) -> None:
+        self.progress.console.print(f"seed {seed} {model}: test accuracy {metrics['test_accuracy']:.2f}%, "
+                                    f"{metrics['params_nonzero']} nonzero params")
+
+
+def summary_table(results: dict) -> Table:
+    """The study at a glance; report.md has the paper's full Tables 2-4 beside ours."""
+    from . import paper
+    from .report import fmt
+
+    n = len(results["config"]["seeds"])
+    t = Table(title=f"mixprune reproduce: mean ± std over {n} seed(s); the paper's figure in brackets")
+    for col in ("Model", "Test acc (%)", "Test loss", "Nonzero params", "b=256 latency (ms)", "fp16 KiB",
+                "sparse KiB"):
+        t.add_column(col, justify="left" if col == "Model" else "right")
+    for name, entry in results["models"].items():
+        s = entry["summary"]
+        f = lambda key, digits=2, scale=1.0: fmt(s.get(key), digits, scale, show_n=False)  # noqa: E731
+        acc = f("test_accuracy") + f" [{paper.TEST_ACCURACY[name]}]"
+        loss = f("test_loss", 3) + (f" [{paper.TEST_LOSS[name]}]" if paper.TEST_LOSS[name] else "")
+        t.add_row(paper.LABELS[name], acc, loss, f("params_nonzero", 0), f("latency_ms_batch256", 3),
+                  f("size_bytes_fp16", 1, 1 / 1024), f("size_bytes_sparse", 1, 1 / 1024))
+    return t
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .api import reproduce
+    from .report import observations
+
+    cfg = load_config_file(args.config) if args.config else StudyConfig()
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cfg = with_overrides(cfg, overrides)
+    columns = [TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[acc]}")]
+    with Progress(*columns, console=err, transient=False) as progress:
+        results = reproduce(cfg, observer=RichObserver(progress))  # type: ignore[arg-type]
+    out.print(summary_table(results))
+    for line in observations(results):
+        out.print(f"- {line}", markup=False, highlight=False)
+    err.print(f"[bold]Done.[/bold] Results in {results['output_dir']} (results.json, report.md, history.csv, models/)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .errors import OutputError
+    from .paths import RunPaths
+    from .report import write_report
+
+    paths = RunPaths(Path(args.run_dir))
+    try:
+        results = json.loads(paths.results_json.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputError(f"{paths.results_json} not found; pass the directory that `mixprune reproduce` wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{paths.results_json} is not valid JSON ({exc})") from None
+    try:
+        write_report(results, paths)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise OutputError(f"{paths.results_json} lacks expected content ({exc!r}); was it written by mixprune?") from None
+    out.print(f"wrote {paths.report_md}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import download_fashion_mnist, load_fashion_mnist
+
+    if args.data_command == "download":
+        where = download_fashion_mnist(args.directory)
+        out.print(f"FashionMNIST downloaded and verified in {where}")
+    else:
+        ds = load_fashion_mnist(args.data_dir)
+        out.print(f"FashionMNIST verified in {ds.source}: {len(ds.train_y)} train, {len(ds.test_y)} test images")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"reproduce": cmd_reproduce, "report": cmd_report, "data": cmd_data}
+    try:
+        return handlers[args.command](args)
+    except MixpruneError as exc:
+        err.print(f"mixprune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("mixprune: interrupted; every model finished so far is saved in the output directory",
+                  markup=False, highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

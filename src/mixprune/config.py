@@ -1,0 +1,283 @@
+"""Typed configuration: one dataclass per concern, the paper's preset as the defaults.
+
+Every field carries its help text (shown by `mixprune reproduce --help`), its command-line flag and
+its valid range. Values are checked when a dataclass is built, so a bad value fails early with a
+`ConfigError` that names the flag, the config-file key, the bad value and the allowed range.
+
+    cfg = StudyConfig()                                   # the paper's study
+    cfg = load_config_file("study.toml")                  # same fields from TOML
+    cfg = with_overrides(cfg, {"train.epochs": 3})        # what the CLI does with flags
+    to_dict(cfg)                                          # saved beside every run's results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, flag: str | None = None, lo: float | None = None,
+        hi: float | None = None, hi_open: bool = False, lo_open: bool = False,
+        choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text, CLI flag and valid range kept beside it."""
+    meta = dict(help=help, flag=flag, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _describe(meta: dict) -> str:
+    parts = []
+    if meta["lo"] is not None:
+        parts.append(f"{'>' if meta['lo_open'] else '>='} {meta['lo']:g}")
+    if meta["hi"] is not None:
+        parts.append(f"{'<' if meta['hi_open'] else '<='} {meta['hi']:g}")
+    if meta["choices"]:
+        parts.append("one of " + ", ".join(meta["choices"]))
+    return " and ".join(parts)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check (and minimally coerce: int -> float, list -> tuple) one value against its type hint."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(name, value, hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) == 0:
+            raise TypeError("a non-empty list")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError("a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("a string")
+        return value
+    raise TypeError(f"a value of type {hint}")
+
+
+def _in_range(value: Any, meta: dict) -> bool:
+    items = value if isinstance(value, tuple) else (value,)
+    for v in items:
+        if v is None:
+            continue
+        if meta["choices"] and v not in meta["choices"]:
+            return False
+        if meta["lo"] is not None and (v <= meta["lo"] if meta["lo_open"] else v < meta["lo"]):
+            return False
+        if meta["hi"] is not None and (v >= meta["hi"] if meta["hi_open"] else v > meta["hi"]):
+            return False
+    return True
+
+
+def _where(section: str, f: dataclasses.Field) -> str:
+    key = f"{section}.{f.name}" if section else f.name
+    return f"{f.metadata['flag']} ({key})" if f.metadata.get("flag") else key
+
+
+class Checked:
+    """Mixin: validate every field against its type hint and range when the dataclass is built."""
+
+    SECTION = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                continue
+            try:
+                value = _coerce(f.name, value, hints[f.name])
+            except TypeError as exc:
+                raise ConfigError(f"invalid {_where(self.SECTION, f)}: expected {exc}, got {value!r}") from None
+            if not _in_range(value, f.metadata):
+                raise ConfigError(f"invalid {_where(self.SECTION, f)}: must be {_describe(f.metadata)}, "
+                                  f"got {value!r}")
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks; overridden where a concern has them."""
+
+
+@dataclass(frozen=True)
+class DataConfig(Checked):
+    SECTION = "data"
+    data_dir: str | None = opt(None, "directory holding the four FashionMNIST IDX files (.gz or raw); "
+                               "searched first, before $MIXPRUNE_DATA, the user cache and "
+                               "/usr/share/datasets/fashion-mnist", flag="--data-dir")
+    train_subset: int = opt(0, "use only the first N training images (0 = all 60,000); for quick checks",
+                            flag="--train-subset", lo=0)
+    test_subset: int = opt(0, "use only the first N test images (0 = all 10,000); for quick checks",
+                           flag="--test-subset", lo=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    SECTION = "model"
+    dropout: float = opt(0.0, "dropout probability before fc2 and fc3 (paper: 0, 0.25 in its ablation)",
+                         flag="--dropout", lo=0.0, hi=1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Checked):
+    SECTION = "train"
+    epochs: int = opt(10, "training epochs for the dense models (paper: 10)", flag="--epochs", lo=0)
+    batch_size: int = opt(128, "mini-batch size (paper: 128)", flag="--batch-size", lo=1)
+    lr: float = opt(0.01, "SGD learning rate (paper: 0.01)", flag="--lr", lo=0.0, lo_open=True)
+    momentum: float = opt(0.9, "SGD momentum (paper: 0.9)", flag="--momentum", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = opt(5e-4, "L2 weight decay (paper: 5e-4)", flag="--weight-decay", lo=0.0)
+    lr_decay_epoch: int = opt(8, "after this many epochs the LR is multiplied by lr_decay_factor "
+                              "(paper: 8, i.e. epochs 9-10 run at 0.001)", flag="--lr-decay-epoch", lo=0)
+    lr_decay_factor: float = opt(0.1, "LR multiplier applied at lr_decay_epoch (paper: 0.1)",
+                                 flag="--lr-decay-factor", lo=0.0, lo_open=True, hi=1.0)
+    eval_batch_size: int = opt(1000, "batch size for evaluation (does not change results)",
+                               flag="--eval-batch-size", lo=1)
+
+
+@dataclass(frozen=True)
+class MixupConfig(Checked):
+    SECTION = "mixup"
+    alpha: float = opt(1.0, "Mixup strength: lambda ~ Beta(alpha, alpha) (paper: 1.0); use the baseline "
+                       "for no Mixup", flag="--alpha", lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class PruneConfig(Checked):
+    SECTION = "prune"
+    conv_amount: float = opt(0.2, "fraction of each conv layer's weights removed by L1 magnitude (paper: 0.2)",
+                             flag="--conv-amount", lo=0.0, hi=1.0, hi_open=True)
+    fc_amount: float = opt(0.3, "fraction of each FC layer's weights removed by L1 magnitude (paper: 0.3)",
+                           flag="--fc-amount", lo=0.0, hi=1.0, hi_open=True)
+    scope: str = opt("layerwise", "layerwise: each layer loses its own fraction (paper); global: the same "
+                     "number of weights is removed, chosen by magnitude across all layers",
+                     flag="--prune-scope", choices=("layerwise", "global"))
+    finetune_epochs: int = opt(3, "fine-tuning epochs after pruning (paper: 'several'; our choice: 3)",
+                               flag="--finetune-epochs", lo=0)
+    finetune_lr: float = opt(0.001, "constant SGD LR while fine-tuning (paper: not given; our choice: "
+                             "0.001, the final LR of training)", flag="--finetune-lr", lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class BenchConfig(Checked):
+    SECTION = "bench"
+    latency: bool = opt(True, "measure inference latency (torch.utils.benchmark, median after warm-up)",
+                        flag="--latency")
+    min_run_time: float = opt(0.5, "seconds of timed runs per latency measurement", flag="--bench-seconds",
+                              lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class StudyConfig(Checked):
+    SECTION = ""
+    seeds: tuple[int, ...] = opt((0, 1, 2), "seeds; each trains all four models with its own initialisation, "
+                                 "data order and Mixup draws", flag="--seeds", lo=0)
+    device: str = opt("auto", "where to train: auto (cuda when available), cpu or cuda", flag="--device",
+                      choices=("auto", "cpu", "cuda"))
+    threads: int = opt(0, "CPU threads for PyTorch (0 = PyTorch's default); recorded in results",
+                       flag="--threads", lo=0)
+    out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>)", flag="--out")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def check(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"invalid --seeds (seeds): seeds must be distinct, got {list(self.seeds)}")
+
+
+SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
+
+
+def to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """Plain JSON/TOML-ready dict of a config (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+    out = {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+    return {k: ({kk: plain(vv) for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in out.items()}
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
+    """Build a StudyConfig from nested plain data, rejecting unknown sections and fields by name."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(raw).__name__}")
+    top_fields = {f.name: f for f in dataclasses.fields(StudyConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in top_fields:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(top_fields)}")
+        if key in SECTIONS:
+            cls = typing.get_type_hints(StudyConfig)[key]
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table of settings, got {value!r}")
+            known = {f.name for f in dataclasses.fields(cls)}
+            for sub in value:
+                if sub not in known:
+                    raise ConfigError(f"{where}: unknown setting {key}.{sub}; known: {', '.join(sorted(known))}")
+            kwargs[key] = cls(**value)
+        else:
+            kwargs[key] = value
+    return StudyConfig(**kwargs)
+
+
+def load_config_file(path: str | Path) -> StudyConfig:
+    """Parse a TOML config file (never evaluated) into a StudyConfig."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    return from_dict(raw, where=f"config file {p}")
+
+
+def with_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """Return cfg with dotted keys ('train.epochs', 'seeds') replaced; validation runs again."""
+    raw = to_dict(cfg)
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        target = raw[section] if section else raw
+        target[name] = value
+    return from_dict(raw)
+
+
+def flag_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+    """(dotted key, field, type hint) for every field that has a CLI flag, in declaration order."""
+    out = []
+    top_hints = typing.get_type_hints(StudyConfig)
+    for f in dataclasses.fields(StudyConfig):
+        if f.name in SECTIONS:
+            cls = top_hints[f.name]
+            hints = typing.get_type_hints(cls)
+            out += [(f"{f.name}.{g.name}", g, hints[g.name]) for g in dataclasses.fields(cls) if g.metadata.get("flag")]
+        elif f.metadata.get("flag"):
+            out.append((f.name, f, top_hints[f.name]))
+    return out

@@ -1,0 +1,142 @@
+"""Model files and deployment measurements: safetensors (fp32, fp16, sparse) and inference latency.
+
+    save_safetensors(model, path)                 # fp32, plain .weight/.bias tensors, metadata with widths
+    save_safetensors(model, path, torch.float16)  # 16-bit copy
+    save_sparse(model, path)                      # bitmask + fp16 nonzero values per weight
+    model = load_model(path)                      # any of the three; safe (no pickle), shapes checked
+    latency_ms(model, batch=1, min_run_time=0.5)  # torch.utils.benchmark median after warm-up
+
+The sparse file stores, for each conv/FC weight, a packed bitmask of nonzero positions (1 bit per
+weight, uint8) and the nonzero values in fp16; biases are stored dense in fp16.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import atomic_path
+from .errors import ModelFileError
+from .model import LAYERS, LeNet5, prunable
+
+FORMAT = "mixprune.lenet5"
+
+
+def _metadata(model: LeNet5, encoding: str) -> dict[str, str]:
+    return {"format": FORMAT, "encoding": encoding, "widths": json.dumps(list(model.widths)),
+            "dropout": str(float(model.dropout))}
+
+
+def _dense_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    state = {}
+    for name, m in prunable(model):
+        for p in ("weight", "bias"):
+            state[f"{name}.{p}"] = getattr(m, p).detach().to("cpu", dtype).contiguous()
+    return state
+
+
+def save_safetensors(model: LeNet5, path: Path, dtype: torch.dtype = torch.float32) -> int:
+    """Write the model's weights (as the forward pass sees them) atomically; returns the file's size."""
+    enc = {torch.float32: "fp32", torch.float16: "fp16"}[dtype]
+    with atomic_path(path) as tmp:
+        save_file(_dense_state(model, dtype), str(tmp), metadata=_metadata(model, enc))
+    return path.stat().st_size
+
+
+def sparse_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Bitmask + fp16 nonzero values for each weight; dense fp16 biases."""
+    state = {}
+    for name, m in prunable(model):
+        w = m.weight.detach().to("cpu", torch.float16).flatten()
+        keep = (w != 0).numpy()
+        state[f"{name}.weight.bitmask"] = torch.from_numpy(np.packbits(keep))
+        state[f"{name}.weight.values"] = w[torch.from_numpy(keep)].contiguous()
+        state[f"{name}.bias"] = m.bias.detach().to("cpu", torch.float16).contiguous()
+    return state
+
+
+def save_sparse(model: LeNet5, path: Path) -> int:
+    with atomic_path(path) as tmp:
+        save_file(sparse_state(model), str(tmp), metadata=_metadata(model, "sparse-bitmask-fp16"))
+    return path.stat().st_size
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        return load_file(str(path)), meta
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not a readable safetensors file ({exc}); mixprune loads only "
+                             "safetensors model files") from None
+
+
+def _densify(state: dict[str, torch.Tensor], model: LeNet5, path: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, m in prunable(model):
+        shape = m.weight.shape
+        bits, values = state.get(f"{name}.weight.bitmask"), state.get(f"{name}.weight.values")
+        if bits is None or values is None:
+            raise ModelFileError(f"{path}: sparse file lacks {name}.weight.bitmask/values")
+        keep = np.unpackbits(bits.numpy(), count=shape.numel()).astype(bool)
+        if keep.size != shape.numel() or int(keep.sum()) != values.numel():
+            raise ModelFileError(f"{path}: {name} bitmask does not match {tuple(shape)} and its values")
+        dense = torch.zeros(shape.numel(), dtype=values.dtype)
+        dense[torch.from_numpy(keep)] = values
+        out[f"{name}.weight"] = dense.reshape(shape)
+        out[f"{name}.bias"] = state.get(f"{name}.bias")
+    return out
+
+
+def load_model(path: str | Path) -> LeNet5:
+    """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 LeNet5; shapes are checked."""
+    path = Path(path)
+    state, meta = _read(path)
+    try:
+        widths = tuple(int(w) for w in json.loads(meta.get("widths", "[6, 16, 120, 84]")))
+        dropout = float(meta.get("dropout", "0.0"))
+        model = LeNet5(dropout=dropout, widths=widths)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
+    if meta.get("encoding", "").startswith("sparse"):
+        state = _densify(state, model, path)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ModelFileError(f"{path}: keys do not match LeNet5 (missing {missing}, unexpected {extra}); "
+                             f"expected {', '.join(LAYERS)} .weight/.bias")
+    for k, shape in expected.items():
+        if state[k].shape != shape:
+            raise ModelFileError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()
+
+
+def latency_ms(model: nn.Module, batch: int, min_run_time: float = 0.5, threads: int | None = None,
+               device: torch.device | str = "cpu") -> float:
+    """Median milliseconds per forward pass of `batch` images, torch.utils.benchmark after warm-up."""
+    import logging
+
+    # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME warning on CPU-only machines.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    model = model.eval().to(device)
+    x = torch.zeros(batch, 1, 28, 28, device=device)
+    with torch.inference_mode():
+        for _ in range(5):  # warm-up: allocator, lazy kernel selection
+            model(x)
+    timer = benchmark.Timer(stmt="with torch.inference_mode(): model(x)", globals={"model": model, "x": x, "torch": torch},
+                            num_threads=threads or torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3

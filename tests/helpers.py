@@ -1,0 +1,36 @@
+"""Helpers shared by tests: tiny synthetic IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from mixprune.data import FASHION_MNIST, DatasetSpec
+
+TINY = DatasetSpec(files=FASHION_MNIST.files, counts={"train": 40, "test": 20}, image_hw=(28, 28), num_classes=10)
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: magic (0x08 = ubyte, ndim), big-endian dims, data."""
+    header = struct.pack(">I", 0x0800 | arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def write_idx_set(directory: Path, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0) -> Path:
+    """Four IDX files of random images with labels cycling 0-9."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, arr in arrays.items():
+        data = idx_bytes(np.asarray(arr))
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return directory

@@ -1,0 +1,84 @@
+"""Model files: safetensors round trips, sparse encoding, safe loading with clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mixprune.errors import ModelFileError
+from mixprune.export import load_model, save_safetensors, save_sparse, sparse_state
+from mixprune.model import LeNet5
+from mixprune.pruning import attach_masks, l1_masks, make_permanent
+
+
+@pytest.fixture
+def pruned():
+    m = LeNet5(generator=torch.Generator().manual_seed(0))
+    return make_permanent(attach_masks(m, l1_masks(m, 0.2, 0.3))).eval()
+
+
+def test_fp32_round_trip_is_exact(pruned, tmp_path):
+    size = save_safetensors(pruned, tmp_path / "m.safetensors")
+    assert size == (tmp_path / "m.safetensors").stat().st_size and size > 44_426 * 4
+    loaded = load_model(tmp_path / "m.safetensors").state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in pruned.state_dict().items())
+
+
+def test_fp16_is_half_size_and_close(pruned, tmp_path):
+    s32 = save_safetensors(pruned, tmp_path / "a.safetensors")
+    s16 = save_safetensors(pruned, tmp_path / "b.safetensors", torch.float16)
+    assert s16 < 0.52 * s32
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(load_model(tmp_path / "b.safetensors")(x), pruned(x), atol=1e-2)
+
+
+def test_sparse_round_trip_equals_fp16_dense(pruned, tmp_path):
+    save_sparse(pruned, tmp_path / "s.safetensors")
+    save_safetensors(pruned, tmp_path / "h.safetensors", torch.float16)
+    a, b = load_model(tmp_path / "s.safetensors"), load_model(tmp_path / "h.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    state = sparse_state(pruned)
+    assert state["fc1.weight.values"].numel() == 30_720 - 9_216
+    assert state["fc1.weight.bitmask"].numel() == 30_720 // 8
+
+
+def test_sparse_smaller_than_fp16_only_when_sparse(tmp_path, pruned):
+    dense = LeNet5()
+    assert save_sparse(dense, tmp_path / "d.safetensors") > save_safetensors(dense, tmp_path / "d16.safetensors", torch.float16)
+    assert save_sparse(pruned, tmp_path / "p.safetensors") < save_safetensors(pruned, tmp_path / "p16.safetensors", torch.float16)
+
+
+def test_wrong_keys_and_shapes_rejected(tmp_path):
+    state = {k: v.contiguous() for k, v in LeNet5().state_dict().items()}
+    save_file({k: v for k, v in state.items() if k != "fc3.bias"}, str(tmp_path / "k.safetensors"))
+    with pytest.raises(ModelFileError, match=r"missing \['fc3.bias'\]"):
+        load_model(tmp_path / "k.safetensors")
+    save_file({**state, "fc3.weight": torch.zeros(5, 84)}, str(tmp_path / "s.safetensors"))
+    with pytest.raises(ModelFileError, match=r"fc3.weight has shape \(5, 84\), expected \(10, 84\)"):
+        load_model(tmp_path / "s.safetensors")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/mixprune-pwned-by-pickle", "w"))
+
+
+def test_pickle_is_refused_and_never_run(tmp_path):
+    import os
+
+    target = "/tmp/mixprune-pwned-by-pickle"
+    if os.path.exists(target):
+        os.unlink(target)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"conv1.weight": _Boom()}))
+    with pytest.raises(ModelFileError, match="only safetensors"):
+        load_model(evil)
+    assert not os.path.exists(target)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nope.safetensors")

@@ -1,0 +1,96 @@
+"""End to end through the Python API on tiny synthetic data: every output file and its invariants."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from mixprune import StudyConfig, load_config_file, load_fashion_mnist, load_model, reproduce
+from mixprune.config import with_overrides
+from mixprune.model import count_nonzero
+from mixprune.paths import MODEL_NAMES
+
+from .helpers import TINY
+
+METRICS = {"test_accuracy", "test_loss", "params_total", "params_nonzero", "sparsity", "compression_ratio",
+           "train_seconds", "latency_ms_batch1", "latency_ms_batch256", "size_bytes_fp32", "size_bytes_fp16",
+           "size_bytes_sparse", "per_class_f1"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    from .helpers import write_idx_set
+    ds = load_fashion_mnist(write_idx_set(root / "data"), spec=TINY)
+    cfg = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 2, "prune.finetune_epochs": 1,
+                                         "bench.min_run_time": 0.01, "out": str(root / "out")})
+    return cfg, reproduce(cfg, dataset=ds), root / "out"
+
+
+def test_results_json_schema(run):
+    cfg, results, out = run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["models"].keys() == set(MODEL_NAMES)
+    assert on_disk["config"]["seeds"] == [0, 1] and "torch" in on_disk["environment"]["versions"]
+    for name in MODEL_NAMES:
+        entry = on_disk["models"][name]
+        assert entry["seeds"].keys() == {"0", "1"}
+        for seed in ("0", "1"):
+            assert METRICS <= entry["seeds"][seed].keys()
+            assert len(entry["seeds"][seed]["per_class_f1"]) == 10
+        acc = entry["summary"]["test_accuracy"]
+        values = [entry["seeds"][s]["test_accuracy"] for s in ("0", "1")]
+        assert acc["n"] == 2 and acc["mean"] == pytest.approx(sum(values) / 2)
+
+
+def test_pruned_models_have_paper_counts(run):
+    _, results, out = run
+    for name in ("pruned", "mixup_pruned"):
+        for seed, m in results["models"][name]["seeds"].items():
+            assert m["params_nonzero"] == 31_424 and m["params_total"] == 44_426
+            assert m["sparsity"] == pytest.approx(13_002 / 44_190)
+            assert m["compression_ratio"] == pytest.approx(44_426 / 31_424)
+            assert count_nonzero(load_model(out / "models" / f"{name}-seed{seed}.safetensors")) == 31_424
+    assert results["models"]["baseline"]["seeds"]["0"]["params_nonzero"] == 44_426
+
+
+def test_every_file_written_and_sizes_measured(run):
+    _, results, out = run
+    for name in MODEL_NAMES:
+        for seed in (0, 1):
+            m = results["models"][name]["seeds"][str(seed)]
+            for suffix, key in (("safetensors", "size_bytes_fp32"), ("fp16.safetensors", "size_bytes_fp16"),
+                                ("sparse.safetensors", "size_bytes_sparse")):
+                assert (out / "models" / f"{name}-seed{seed}.{suffix}").stat().st_size == m[key]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_history_csv(run):
+    _, _, out = run
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    # 2 seeds x (2 dense models x 2 epochs + 2 pruned x 1 epoch)
+    assert len(rows) == 2 * (2 * 2 + 2 * 1)
+    assert {r["phase"] for r in rows if r["model"] in ("pruned", "mixup_pruned")} == {"finetune"}
+    assert set(rows[0]) == {"model", "seed", "phase", "epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds"}
+
+
+def test_report_and_resolved_config(run):
+    cfg, _, out = run
+    report = (out / "report.md").read_text()
+    for heading in ("Table 2", "Table 3", "Table 4", "Per-class F1", "Inconsistencies in the paper"):
+        assert heading in report
+    assert "88.34" in report and "62.7%" in report and "(n=2)" in report
+    assert load_config_file(out / "config.toml") == cfg
+
+
+def test_same_seed_same_metrics(run, tmp_path):
+    cfg, results, _ = run
+    from .helpers import write_idx_set
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    again = reproduce(with_overrides(cfg, {"seeds": [1], "out": str(tmp_path / "o"), "bench.latency": False}), dataset=ds)
+    for name in MODEL_NAMES:
+        a, b = results["models"][name]["seeds"]["1"], again["models"][name]["seeds"]["1"]
+        for key in ("test_accuracy", "test_loss", "per_class_f1", "params_nonzero", "size_bytes_sparse"):
+            assert a[key] == b[key], (name, key)
