@@ -82,3 +82,22 @@ def test_pickle_is_refused_and_never_run(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "nope.safetensors")
+
+
+def test_onnx_export_matches_pytorch_with_dynamic_batch(pruned, tmp_path):
+    from mixprune.export import export_onnx, onnx_logits, verify_onnx
+
+    path = tmp_path / "m.onnx"
+    assert export_onnx(pruned, path) == path.stat().st_size > 44_426 * 4
+    g = torch.Generator().manual_seed(0)
+    for batch in (1, 7, 300):
+        x = torch.randn(batch, 1, 28, 28, generator=g)
+        with torch.no_grad():
+            assert torch.allclose(onnx_logits(path, x, batch_size=128), pruned(x), atol=1e-4)
+    x = torch.randn(200, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (200,), generator=g)
+    with torch.no_grad():
+        ref = pruned(x)
+    check = verify_onnx(path, ref, x, y)
+    assert check["onnx_prediction_agreement"] == 1.0
+    assert check["onnx_test_accuracy"] == pytest.approx(100 * (ref.argmax(1) == y).double().mean().item())

@@ -16,7 +16,7 @@ from .helpers import TINY
 
 METRICS = {"test_accuracy", "test_loss", "params_total", "params_nonzero", "sparsity", "compression_ratio",
            "train_seconds", "latency_ms_batch1", "latency_ms_batch256", "size_bytes_fp32", "size_bytes_fp16",
-           "size_bytes_sparse", "per_class_f1"}
+           "size_bytes_sparse", "per_class_f1", "size_bytes_onnx", "onnx_prediction_agreement", "onnx_verified"}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     from .helpers import write_idx_set
     ds = load_fashion_mnist(write_idx_set(root / "data"), spec=TINY)
-    cfg = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 2, "prune.finetune_epochs": 1,
+    cfg = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 2, "prune.finetune_epochs": 1, "workers": 1,
                                          "bench.min_run_time": 0.01, "out": str(root / "out")})
     return cfg, reproduce(cfg, dataset=ds), root / "out"
 
@@ -62,7 +62,7 @@ def test_every_file_written_and_sizes_measured(run):
         for seed in (0, 1):
             m = results["models"][name]["seeds"][str(seed)]
             for suffix, key in (("safetensors", "size_bytes_fp32"), ("fp16.safetensors", "size_bytes_fp16"),
-                                ("sparse.safetensors", "size_bytes_sparse")):
+                                ("sparse.safetensors", "size_bytes_sparse"), ("onnx", "size_bytes_onnx")):
                 assert (out / "models" / f"{name}-seed{seed}.{suffix}").stat().st_size == m[key]
     assert not list(out.rglob("*.tmp"))
 
@@ -79,6 +79,8 @@ def test_history_csv(run):
 def test_report_and_resolved_config(run):
     cfg, _, out = run
     report = (out / "report.md").read_text()
+    assert all(m["onnx_verified"] for e in run[1]["models"].values() for m in e["seeds"].values())
+    assert "8 of 8 exported models match PyTorch" in report
     for heading in ("Table 2", "Table 3", "Table 4", "Per-class F1", "Inconsistencies in the paper"):
         assert heading in report
     assert "88.34" in report and "62.7%" in report and "(n=2)" in report
@@ -94,3 +96,18 @@ def test_same_seed_same_metrics(run, tmp_path):
         a, b = results["models"][name]["seeds"]["1"], again["models"][name]["seeds"]["1"]
         for key in ("test_accuracy", "test_loss", "per_class_f1", "params_nonzero", "size_bytes_sparse"):
             assert a[key] == b[key], (name, key)
+
+
+def test_worker_processes_give_identical_results(tmp_path):
+    """Two spawned workers with one thread each reproduce the in-process run with one thread exactly."""
+    from .helpers import write_idx_set
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1,
+                                          "bench.latency": False, "bench.onnx": False, "threads": 1})
+    serial = reproduce(with_overrides(base, {"workers": 1, "out": str(tmp_path / "a")}), dataset=ds)
+    parallel = reproduce(with_overrides(base, {"workers": 2, "out": str(tmp_path / "b")}), dataset=ds)
+    assert parallel["execution"]["workers"] == 2 and serial["execution"]["workers"] == 1
+    for name in MODEL_NAMES:
+        a, b = serial["models"][name]["seeds"]["0"], parallel["models"][name]["seeds"]["0"]
+        assert (a["test_accuracy"], a["test_loss"], a["per_class_f1"]) == (b["test_accuracy"], b["test_loss"], b["per_class_f1"])
+    assert (tmp_path / "a" / "history.csv").read_text().count("\n") == (tmp_path / "b" / "history.csv").read_text().count("\n")

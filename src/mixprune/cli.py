@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .config import StudyConfig, flag_fields, load_config_file, with_overrides
@@ -77,15 +77,17 @@ class RichObserver:
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.task = None
+        self.tasks: dict[tuple[str, int], TaskID] = {}  # (model, seed) -> bar; chains run side by side
 
     def phase_start(self, model: str, seed: int, epochs: int) -> None:
-        self.task = self.progress.add_task(f"seed {seed} {model}", total=max(epochs, 1), acc="")
+        task = self.progress.add_task(f"seed {seed} {model}", total=max(epochs, 1), acc="")
+        self.tasks[(model, seed)] = task
         if epochs == 0:
-            self.progress.update(self.task, completed=1)
+            self.progress.update(task, completed=1)
 
     def epoch_end(self, model: str, seed: int, record) -> None:
-        self.progress.update(self.task, advance=1, acc=f"loss {record.train_loss:.3f} acc {record.test_accuracy:.2f}%")
+        self.progress.update(self.tasks[(model, seed)], advance=1,
+                             acc=f"loss {record.train_loss:.3f} acc {record.test_accuracy:.2f}%")
 
     def model_done(self, model: str, seed: int, metrics: dict) -> None:
         self.progress.console.print(f"seed {seed} {model}: test accuracy {metrics['test_accuracy']:.2f}%, "

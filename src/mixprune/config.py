@@ -183,6 +183,8 @@ class BenchConfig(Checked):
     SECTION = "bench"
     latency: bool = opt(True, "measure inference latency (torch.utils.benchmark, median after warm-up)",
                         flag="--latency")
+    onnx: bool = opt(True, "export every model to ONNX and verify it in ONNX Runtime on the whole test split",
+                     flag="--onnx")
     min_run_time: float = opt(0.5, "seconds of timed runs per latency measurement", flag="--bench-seconds",
                               lo=0.0, lo_open=True)
 
@@ -194,8 +196,10 @@ class StudyConfig(Checked):
                                  "data order and Mixup draws", flag="--seeds", lo=0)
     device: str = opt("auto", "where to train: auto (cuda when available), cpu or cuda", flag="--device",
                       choices=("auto", "cpu", "cuda"))
-    threads: int = opt(0, "CPU threads for PyTorch (0 = PyTorch's default); recorded in results",
-                       flag="--threads", lo=0)
+    workers: int = opt(0, "worker processes training independent models at once (0 = one per CPU core, "
+                       "at most one per model chain; always 1 on a GPU)", flag="--workers", lo=0)
+    threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
+                       "recorded", flag="--threads", lo=0)
     out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>)", flag="--out")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -99,6 +99,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU, where it measured ~10% faster for this net (oneDNN's NHWC kernels)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits [N, classes] in eval mode, computed in large batches."""

@@ -1,10 +1,11 @@
-"""Model files and deployment measurements: safetensors (fp32, fp16, sparse) and inference latency.
+"""Model files and deployment measurements: safetensors (fp32, fp16, sparse), ONNX, inference latency.
 
     save_safetensors(model, path)                 # fp32, plain .weight/.bias tensors, metadata with widths
     save_safetensors(model, path, torch.float16)  # 16-bit copy
     save_sparse(model, path)                      # bitmask + fp16 nonzero values per weight
     model = load_model(path)                      # any of the three; safe (no pickle), shapes checked
     latency_ms(model, batch=1, min_run_time=0.5)  # torch.utils.benchmark median after warm-up
+    export_onnx(model, path); verify_onnx(path, torch_logits, x, y)   # ONNX Runtime vs PyTorch
 
 The sparse file stores, for each conv/FC weight, a packed bitmask of nonzero positions (1 bit per
 weight, uint8) and the nonzero values in fp16; biases are stored dense in fp16.
@@ -140,3 +141,42 @@ def latency_ms(model: nn.Module, batch: int, min_run_time: float = 0.5, threads:
     timer = benchmark.Timer(stmt="with torch.inference_mode(): model(x)", globals={"model": model, "x": x, "torch": torch},
                             num_threads=threads or torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def export_onnx(model: nn.Module, path: Path) -> int:
+    """Write an ONNX file (dynamic batch, input 'input' [B,1,28,28], output 'logits' [B,10]); returns its size."""
+    import copy
+    import logging
+    import warnings
+
+    net = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    batch = torch.export.Dim("batch", min=1)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter about opset upgrades
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), str(tmp), input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+    return path.stat().st_size
+
+
+def onnx_logits(path: Path, x: torch.Tensor, batch_size: int = 1000, threads: int = 0) -> torch.Tensor:
+    """Logits from ONNX Runtime (CPU) for normalized inputs x [N,1,28,28]."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    xs = x.detach().cpu().contiguous().numpy()
+    return torch.cat([torch.from_numpy(session.run(["logits"], {"input": xs[i:i + batch_size]})[0])
+                      for i in range(0, len(xs), batch_size)])
+
+
+def verify_onnx(path: Path, torch_logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Compare ONNX Runtime with PyTorch on (x, y): prediction agreement, accuracies, largest logit difference."""
+    ort_logits = onnx_logits(path, x)
+    ref = torch_logits.detach().cpu().float()
+    y = y.cpu()
+    return {"onnx_prediction_agreement": (ort_logits.argmax(1) == ref.argmax(1)).double().mean().item(),
+            "onnx_test_accuracy": 100.0 * (ort_logits.argmax(1) == y).double().mean().item(),
+            "onnx_max_abs_logit_diff": (ort_logits - ref).abs().max().item()}

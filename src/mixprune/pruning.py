@@ -40,12 +40,14 @@ def l1_masks(model: nn.Module, conv_amount: float, fc_amount: float, scope: str 
     """Boolean keep-masks (True = kept) from the L1 magnitude of the model's current weights."""
     amounts = layer_amounts(model, conv_amount, fc_amount)
     if scope == "layerwise":
-        return {n: prune.L1Unstructured(amounts[n]).compute_mask(m.weight.detach(),
-                                                                   torch.ones_like(m.weight)).bool()
-                for n, m in prunable(model)}
+        # contiguous: prune flattens with .view(-1), which channels_last weights do not allow
+        weights = {n: m.weight.detach().contiguous() for n, m in prunable(model)}
+        return {n: prune.L1Unstructured(amounts[n]).compute_mask(w, torch.ones_like(w)).bool()
+                for n, w in weights.items()}
     if scope == "global":
         total = sum(pruned_counts(model, conv_amount, fc_amount).values())
-        work = copy.deepcopy(model)  # global_unstructured mutates modules; keep the caller's untouched
+        # global_unstructured mutates modules: work on a copy, in the layout its .view(-1) needs
+        work = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         params = [(m, "weight") for _, m in prunable(work)]
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=total)
         return {n: m.weight_mask.detach().bool().clone() for n, m in prunable(work)}

@@ -86,10 +86,11 @@ def table4(results: dict) -> str:
                      fmt(_summ(results, name, "latency_ms_batch1"), 3), fmt(_summ(results, name, "latency_ms_batch256"), 3),
                      fmt(_summ(results, name, "size_bytes_fp32"), 1, 1 / 1024),
                      fmt(_summ(results, name, "size_bytes_fp16"), 1, 1 / 1024),
-                     fmt(_summ(results, name, "size_bytes_sparse"), 1, 1 / 1024)])
+                     fmt(_summ(results, name, "size_bytes_sparse"), 1, 1 / 1024),
+                     fmt(_summ(results, name, "size_bytes_onnx"), 1, 1 / 1024)])
     return table(["Model", "Paper params (x10^4)", "Ours nonzero params (x10^4)", "Paper inference (ms)",
                   "Ours latency b=1 (ms)", "Ours latency b=256 (ms)", "fp32 file (KiB)", "fp16 file (KiB)",
-                  "sparse file (KiB)"], rows)
+                  "sparse file (KiB)", "ONNX file (KiB)"], rows)
 
 
 def f1_table(results: dict) -> str:
@@ -130,6 +131,14 @@ def observations(results: dict) -> list[str]:
         out.append(f"Dense-kernel latency at batch 256: baseline {lat['baseline']['mean']:.3f} ms, pruned "
                    f"{lat['pruned']['mean']:.3f} ms: unstructured masks leave the dense computation unchanged, "
                    "so any difference is measurement noise (paper: 119.3 -> 65.8 ms).")
+    checks = [(n, s, m) for n in MODEL_NAMES for s, m in results["models"][n]["seeds"].items() if "onnx_verified" in m]
+    if checks:
+        failed = [f"{n} seed {s} (agreement {100 * m['onnx_prediction_agreement']:.2f}%)" for n, s, m in checks
+                  if not m["onnx_verified"]]
+        worst = min(m["onnx_prediction_agreement"] for _, _, m in checks)
+        out.append(f"ONNX: {len(checks) - len(failed)} of {len(checks)} exported models match PyTorch in ONNX Runtime "
+                   f"on the whole test split (>= 99.9% identical predictions, accuracy within 0.05 points; lowest "
+                   f"agreement {100 * worst:.2f}%)" + (f"; failed: {', '.join(failed)}." if failed else "."))
     n_seeds = len(results["config"]["seeds"])
     if n_seeds < 5:
         out.append(f"These are {n_seeds} seed(s): too few for a verdict on significance; run with "

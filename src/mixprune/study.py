@@ -27,21 +27,24 @@ from typing import Any
 import torch
 
 from .atomic import ensure_dir, write_text_atomic
+from .backends import available_cores, run_tasks
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
 from .engine import (EpochRecord, FitSpec, Tensors, constant_lr, evaluate_loss_accuracy, fit, generator,
-                     lr_steps, predict, resolve_device)
+                     lr_steps, memory_format, predict, resolve_device)
 from .evaluation import classification_metrics
-from .export import latency_ms, save_safetensors, save_sparse
+from .export import export_onnx, latency_ms, save_safetensors, save_sparse, verify_onnx
 from .model import LeNet5, count_nonzero, count_params, macs_per_image, weight_sparsity
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
 from .pruning import attach_masks, l1_masks, make_permanent
 
 SCHEMA_VERSION = 1
+ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
 SCALAR_METRICS = ("test_accuracy", "test_loss", "params_total", "params_nonzero", "sparsity",
                   "compression_ratio", "train_seconds", "latency_ms_batch1", "latency_ms_batch256",
                   "size_bytes_fp32", "size_bytes_fp16", "size_bytes_sparse", "macs_dense",
-                  "accuracy_before_finetune", "param_reduction", "test_accuracy_range_last3")
+                  "accuracy_before_finetune", "param_reduction", "test_accuracy_range_last3",
+                  "size_bytes_onnx", "onnx_prediction_agreement", "onnx_test_accuracy")
 LIST_METRICS = ("per_class_f1", "per_class_precision", "per_class_recall")
 
 
@@ -92,15 +95,17 @@ def _cpu_name() -> str:
 
 
 def prepare_tensors(ds: Dataset, device: torch.device) -> Tensors:
-    return Tensors(to_model_inputs(ds.train_x, device), ds.train_y.to(device),
-                   to_model_inputs(ds.test_x, device), ds.test_y.to(device))
+    fmt = memory_format(device)
+    return Tensors(to_model_inputs(ds.train_x, device).contiguous(memory_format=fmt), ds.train_y.to(device),
+                   to_model_inputs(ds.test_x, device).contiguous(memory_format=fmt), ds.test_y.to(device))
 
 
 def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer, name: str,
                 device: torch.device) -> Trained:
     """Model A (mixup=False) or B (mixup=True): same init and batch order for a given seed."""
     t = cfg.train
-    model = LeNet5(dropout=cfg.model.dropout, generator=generator(seed, "init")).to(device)
+    model = LeNet5(dropout=cfg.model.dropout, generator=generator(seed, "init"))
+    model = model.to(device=device, memory_format=memory_format(device))
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
     spec = FitSpec(epochs=t.epochs, lr=lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), batch_size=t.batch_size,
                    momentum=t.momentum, weight_decay=t.weight_decay, eval_batch_size=t.eval_batch_size,
@@ -130,11 +135,21 @@ def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: in
     return Trained(model, hist, {"accuracy_before_finetune": acc_before})
 
 
-def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, name: str, seed: int,
-            device: torch.device) -> dict[str, Any]:
-    """Every metric of one model: test metrics, counts, file sizes, latency."""
+def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
+    """CPU latency at batch 1 and 256 with this process's thread count."""
+    cpu_model = copy.deepcopy(trained.model).cpu().to(memory_format=torch.contiguous_format)
+    threads = cfg.threads or available_cores()
+    out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
+                           for b in (1, 256)}
+    out.update(latency_device="cpu", latency_threads=threads)
+    return out
+
+
+def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, name: str, seed: int) -> dict[str, Any]:
+    """Every metric of one model but latency: test metrics, counts, file sizes (the files are written here)."""
     model = trained.model.eval()
-    metrics = classification_metrics(predict(model, data.test_x, cfg.train.eval_batch_size), data.test_y)
+    logits = predict(model, data.test_x, cfg.train.eval_batch_size)
+    metrics = classification_metrics(logits, data.test_y)
     total, nonzero = count_params(model), count_nonzero(model)
     metrics.update(params_total=total, params_nonzero=nonzero, sparsity=weight_sparsity(model),
                    compression_ratio=total / nonzero, param_reduction=1.0 - nonzero / total,
@@ -147,12 +162,12 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     metrics["size_bytes_fp16"] = save_safetensors(model, paths.model_file(name, seed, "fp16.safetensors"),
                                                   torch.float16)
     metrics["size_bytes_sparse"] = save_sparse(model, paths.model_file(name, seed, "sparse.safetensors"))
-    if cfg.bench.latency:
-        cpu_model = copy.deepcopy(model).cpu()
-        for batch in (1, 256):
-            metrics[f"latency_ms_batch{batch}"] = latency_ms(cpu_model, batch, cfg.bench.min_run_time)
-        metrics["latency_device"] = "cpu"
-        metrics["latency_threads"] = torch.get_num_threads()
+    if cfg.bench.onnx:
+        onnx_path = paths.model_file(name, seed, "onnx")
+        metrics["size_bytes_onnx"] = export_onnx(model, onnx_path)
+        metrics.update(verify_onnx(onnx_path, logits, data.test_x, data.test_y))
+        metrics["onnx_verified"] = (metrics["onnx_prediction_agreement"] >= ONNX_MIN_AGREEMENT and
+                                    abs(metrics["onnx_test_accuracy"] - metrics["test_accuracy"]) <= ONNX_MAX_ACC_DIFF)
     return metrics
 
 
@@ -203,48 +218,94 @@ def toml_text(cfg: StudyConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHAINS = {False: ("baseline", "pruned"), True: ("mixup", "mixup_pruned")}  # mixup? -> (dense, pruned)
+
+
+def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer) -> list[tuple[str, Trained]]:
+    """A then C (mixup=False) or B then D (mixup=True) for one seed; chains share nothing with each other."""
+    dense_name, pruned_name = CHAINS[mixup]
+    device = data.train_x.device
+    dense = train_dense(cfg, data, seed, mixup, obs, dense_name, device)
+    pruned = prune_and_finetune(cfg, data, dense, seed, mixup, obs, pruned_name)
+    return [(dense_name, dense), (pruned_name, pruned)]
+
+
+def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool], obs: Observer) -> list[dict[str, Any]]:
+    """Worker entry: run one chain, return plain payloads (state dicts, histories), never pickled modules."""
+    cfg, seed, mixup = task
+    return [{"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
+             "history": [r.as_dict() for r in t.history], "extra": t.extra}
+            for name, t in run_chain(cfg, data, seed, mixup, obs)]
+
+
+def _from_payload(cfg: StudyConfig, p: dict[str, Any]) -> Trained:
+    model = LeNet5(dropout=cfg.model.dropout)
+    model.load_state_dict(p["state"])
+    return Trained(model, [EpochRecord(**r) for r in p["history"]], p["extra"])
+
+
+def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int) -> tuple[int, int]:
+    """(worker processes, threads each): one chain per core on the CPU by default; one process on a GPU."""
+    cores = available_cores()
+    if device.type != "cpu":
+        return 1, cfg.threads or torch.get_num_threads()
+    workers = min(cfg.workers or cores, n_tasks)
+    return workers, cfg.threads or max(1, cores // workers)
+
+
+def _model_order(key: tuple[int, str]) -> tuple[int, int]:
+    return key[0], MODEL_NAMES.index(key[1])
+
+
 def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observer | None = None,
               out_dir: Path | None = None) -> dict[str, Any]:
     """Train, prune, evaluate and save the four models for every seed; returns results.json's content."""
     obs = observer or Observer()
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     ds = dataset if dataset is not None else load_fashion_mnist(cfg.data.data_dir)
     ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset)
     data = prepare_tensors(ds, device)
     paths = RunPaths(Path(out_dir or cfg.out or default_out_dir()))  # created only once the data is good
     ensure_dir(paths.models_dir)
     write_text_atomic(paths.config_toml, toml_text(cfg))
+    tasks = [(cfg, seed, mixup) for seed in cfg.seeds for mixup in (False, True)]
+    workers, threads = plan_workers(cfg, device, len(tasks))
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "output_dir": str(paths.root),
-                               "config": to_dict(cfg),
-                               "environment": environment(device),
+                               "config": to_dict(cfg), "environment": environment(device),
+                               "execution": {"workers": workers, "threads_per_worker": threads},
                                "data": {"source": str(ds.source), "train_examples": len(ds.train_y),
                                         "test_examples": len(ds.test_y)},
                                "models": {n: {"seeds": {}, "summary": {}} for n in MODEL_NAMES}}
-    history: list[dict[str, Any]] = []
-    for seed in cfg.seeds:
-        for name, trained in _train_seed(cfg, data, seed, obs, device):
-            metrics = measure(cfg, trained, data, paths, name, seed, device)
-            entry = results["models"][name]
-            entry["seeds"][str(seed)] = metrics
-            entry["summary"] = summarize(entry["seeds"])
-            history += [{"model": name, "seed": seed, **r.as_dict()}
-                        for r in trained.history]
-            obs.model_done(name, seed, metrics)
-            write_text_atomic(paths.results_json, json.dumps(results, indent=1))
-            write_text_atomic(paths.history_csv, history_csv(history))
+    trained: dict[tuple[int, str], Trained] = {}
+    start = time.perf_counter()
+    for payload in run_tasks(_chain_task, tasks, data, workers, threads, obs):
+        for p in payload:
+            t = _from_payload(cfg, p)
+            trained[(p["seed"], p["name"])] = t
+            _record(results, p["name"], p["seed"], measure(cfg, t, data, paths, p["name"], p["seed"]))
+            obs.model_done(p["name"], p["seed"], results["models"][p["name"]]["seeds"][str(p["seed"])])
+        _write(results, trained, paths)
+    results["execution"]["train_wall_seconds"] = time.perf_counter() - start
+    if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
+        for (seed, name), t in sorted(trained.items(), key=lambda kv: _model_order(kv[0])):
+            results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, t))
+            _record(results, name, seed, results["models"][name]["seeds"][str(seed)])
+    _write(results, trained, paths)
     return results
 
 
-def _train_seed(cfg: StudyConfig, data: Tensors, seed: int, obs: Observer, device: torch.device):
-    """Yield (name, Trained) for A, B, C, D of one seed, in an order that frees nothing it still needs."""
-    baseline = train_dense(cfg, data, seed, False, obs, "baseline", device)
-    yield "baseline", baseline
-    mixup = train_dense(cfg, data, seed, True, obs, "mixup", device)
-    yield "mixup", mixup
-    yield "pruned", prune_and_finetune(cfg, data, baseline, seed, False, obs, "pruned")
-    yield "mixup_pruned", prune_and_finetune(cfg, data, mixup, seed, True, obs, "mixup_pruned")
+def _record(results: dict[str, Any], name: str, seed: int, metrics: dict[str, Any]) -> None:
+    entry = results["models"][name]
+    entry["seeds"][str(seed)] = metrics
+    entry["seeds"] = dict(sorted(entry["seeds"].items(), key=lambda kv: int(kv[0])))
+    entry["summary"] = summarize(entry["seeds"])
+
+
+def _write(results: dict[str, Any], trained: dict[tuple[int, str], Trained], paths: RunPaths) -> None:
+    rows = [{"model": name, "seed": seed, **r.as_dict()}
+            for (seed, name), t in sorted(trained.items(), key=lambda kv: _model_order(kv[0])) for r in t.history]
+    write_text_atomic(paths.results_json, json.dumps(results, indent=1))
+    write_text_atomic(paths.history_csv, history_csv(rows))
 
 
 def load_results(path: Path) -> dict[str, Any]:

@@ -1,0 +1,157 @@
+"""Benchmark: the paper's 4-model study, stock PyTorch vs mixprune, timed in the same run on the same machine.
+
+    .venv/bin/python benchmarks/bench_study.py                 # 3 repeats, plus 1-seed vs 5-seed scaling
+    .venv/bin/python benchmarks/bench_study.py --repeats 1 --no-scaling
+
+"Stock" is the study written the way the PyTorch tutorials write it: torchvision's FashionMNIST with
+ToTensor + Normalize per sample, a DataLoader (batch 128, shuffle), nn.Module LeNet-5, the same
+optimizer, schedule, Mixup, torch.nn.utils.prune L1 pruning and fine-tuning, test-set evaluation
+after every epoch. Both sides: 1 seed, 10 training epochs per dense model, 3 fine-tuning epochs per
+pruned model, no latency measurement. Prints wall times, their ratio, training images per second and
+the test accuracies of both sides. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+from mixprune import StudyConfig, load_fashion_mnist
+from mixprune.config import with_overrides
+from mixprune.data import locate
+from mixprune.study import run_study
+
+EPOCHS, FT_EPOCHS, TRAIN_N = 10, 3, 60_000
+
+
+class TutorialLeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+def torchvision_root(tmp: Path) -> Path:
+    """torchvision expects raw (un-gzipped) files under ROOT/FashionMNIST/raw."""
+    raw = tmp / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for path in locate().values():
+        data = path.read_bytes()
+        (raw / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    return tmp
+
+
+def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    train = datasets.FashionMNIST(str(root), train=True, transform=tf)
+    test = datasets.FashionMNIST(str(root), train=False, transform=tf)
+    test_loader = DataLoader(test, batch_size=1000)
+
+    def evaluate(model):
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+        model.train()
+        return 100.0 * correct / len(test)
+
+    def fit_stock(model, epochs, lr_at, mixup, order_seed):
+        loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(order_seed))
+        opt = torch.optim.SGD(model.parameters(), lr=lr_at(0), momentum=0.9, weight_decay=5e-4)
+        beta = torch.distributions.Beta(1.0, 1.0)
+        for epoch in range(epochs):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch)
+            for x, y in loader:
+                if mixup:
+                    lam, perm = beta.sample().item(), torch.randperm(len(x))
+                    out = model(lam * x + (1 - lam) * x[perm])
+                    loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
+                else:
+                    loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            evaluate(model)
+        return model
+
+    torch.manual_seed(seed)
+    acc = {}
+    for name, mixup in (("baseline", False), ("mixup", True)):
+        dense = fit_stock(TutorialLeNet(), EPOCHS, lambda e: 0.01 if e < 8 else 0.001, mixup, seed)
+        acc[name] = evaluate(dense)
+        for m in (dense.conv1, dense.conv2, dense.fc1, dense.fc2, dense.fc3):
+            prune.l1_unstructured(m, "weight", amount=0.2 if isinstance(m, nn.Conv2d) else 0.3)
+        pruned = fit_stock(dense, FT_EPOCHS, lambda e: 0.001, mixup, seed + 1)
+        for m in (pruned.conv1, pruned.conv2, pruned.fc1, pruned.fc2, pruned.fc3):
+            prune.remove(m, "weight")
+        acc["pruned" if name == "baseline" else "mixup_pruned"] = evaluate(pruned)
+    return acc
+
+
+def mixprune_study(seeds: list[int], out: Path) -> dict[str, float]:
+    ds = load_fashion_mnist()
+    cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "out": str(out)})
+    res = run_study(cfg, dataset=ds)
+    return {n: e["summary"]["test_accuracy"]["mean"] for n, e in res["models"].items()}
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return time.perf_counter() - start, value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-scaling", action="store_true", help="skip the 5-seed run")
+    args = ap.parse_args()
+    images = TRAIN_N * (2 * EPOCHS + 2 * FT_EPOCHS)  # training images processed by one 4-model study
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = torchvision_root(Path(tmp))
+        stock_t, ours_t, stock_acc, ours_acc = [], [], [], []
+        for rep in range(args.repeats):
+            t, a = timed(stock_study, root, rep)  # repeat r uses seed r on both sides
+            stock_t.append(t)
+            stock_acc.append(a)
+            t, b = timed(mixprune_study, [rep], Path(tmp) / f"ours{rep}")
+            ours_t.append(t)
+            ours_acc.append(b)
+            print(f"repeat {rep + 1}: stock {stock_t[-1]:.1f} s, mixprune {ours_t[-1]:.1f} s, "
+                  f"ratio {stock_t[-1] / ours_t[-1]:.2f}x")
+        s, o = statistics.median(stock_t), statistics.median(ours_t)
+        print(f"\n4-model study, 1 seed, median of {args.repeats} (seeds 0..{args.repeats - 1}): stock {s:.1f} s ({images / s:,.0f} img/s), "
+              f"mixprune {o:.1f} s ({images / o:,.0f} img/s): mixprune is {s / o:.2f}x faster")
+        for name in stock_acc[0]:
+            print(f"  mean test accuracy {name:13s} stock {statistics.fmean(a[name] for a in stock_acc):.2f}%  "
+                  f"mixprune {statistics.fmean(a[name] for a in ours_acc):.2f}%")
+        if not args.no_scaling:
+            t5, _ = timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "ours5")
+            print(f"\nscaling: 5 seeds {t5:.1f} s vs 1 seed {o:.1f} s = {t5 / o:.2f}x the wall time of 1 seed")
+
+
+if __name__ == "__main__":
+    main()

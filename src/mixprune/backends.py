@@ -1,0 +1,97 @@
+"""Where independent training tasks run: in this process, or in a pool of local worker processes.
+
+    for result in run_tasks(task_fn, tasks, shared=data, workers=2, threads=1, observer=obs):
+        ...   # results arrive as tasks finish
+
+`task_fn(shared, task, observer)` must be a module-level function (workers import it by name). `shared`
+(the dataset tensors) is sent to each worker once, through shared memory, when the worker starts.
+Workers are spawned, never forked: a fork of a process whose OpenMP pool is running can hang. Each
+worker sets its own thread count, so a task's numbers depend on `threads`, not on `workers`. Observer
+calls made in a worker travel back over a queue and reach `observer` in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any
+
+import torch
+import torch.multiprocessing as tmp
+
+_SHARED: Any = None
+_EVENTS: Any = None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _QueueObserver:
+    """Stands in for the parent's observer inside a worker: forwards every call over a queue."""
+
+    def __init__(self, events: Any):
+        self.events = events
+
+    def __getattr__(self, method: str) -> Callable[..., None]:
+        return lambda *args: self.events.put((method, args))
+
+
+def _init_worker(threads: int, shared: Any, events: Any) -> None:
+    global _SHARED, _EVENTS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
+    torch.set_num_threads(threads)
+    _SHARED, _EVENTS = shared, events
+
+
+def _call(task_fn: Callable, task: Any) -> Any:
+    return task_fn(_SHARED, task, _QueueObserver(_EVENTS))
+
+
+def _pump(events: Any, observer: Any, stop: threading.Event) -> None:
+    while not (stop.is_set() and events.empty()):
+        try:
+            method, args = events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        getattr(observer, method)(*args)
+
+
+def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, threads: int,
+              observer: Any) -> Iterator[Any]:
+    """Yield task_fn(shared, task, observer) for every task, as each finishes."""
+    if workers <= 1 or len(tasks) <= 1:
+        torch.set_num_threads(threads)
+        for task in tasks:
+            yield task_fn(shared, task, observer)
+        return
+    ctx = tmp.get_context("spawn")
+    events = ctx.Queue()
+    stop = threading.Event()
+    pump = threading.Thread(target=_pump, args=(events, observer, stop), daemon=True)
+    pump.start()
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, shared, events))
+    try:
+        pending = {pool.submit(_call, task_fn, t) for t in tasks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+        pool.shutdown(wait=True)
+    except BaseException:
+        # A failed task or Ctrl-C: stop the other workers now rather than letting them finish.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        stop.set()
+        pump.join()
