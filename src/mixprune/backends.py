@@ -44,8 +44,24 @@ class _QueueObserver:
         return lambda *args: self.events.put((method, args))
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when its parent dies (even by kill -9), so no orphan
+    keeps training (and holding cores) after the study that wanted it is gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _init_worker(threads: int, shared: Any, events: Any) -> None:
     global _SHARED, _EVENTS
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
     torch.set_num_threads(threads)
     _SHARED, _EVENTS = shared, events

@@ -172,10 +172,29 @@ class PruneConfig(Checked):
     scope: str = opt("layerwise", "layerwise: each layer loses its own fraction (paper); global: the same "
                      "number of weights is removed, chosen by magnitude across all layers",
                      flag="--prune-scope", choices=("layerwise", "global"))
+    method: str = opt("unstructured", "unstructured: individual weights by |w| (paper); structured: whole conv "
+                      "filters and FC neurons by the Ln norm of their weights, then physically removed",
+                      flag="--prune-method", choices=("unstructured", "structured"))
+    norm: float = opt(1.0, "n of the Ln norm that ranks filters/neurons in structured pruning", flag="--prune-norm",
+                      lo=1.0)
+    schedule: str = opt("oneshot", "oneshot: prune once, then fine-tune (paper); gradual: prune during fine-tuning "
+                        "along the cubic schedule of Zhu & Gupta (2017), unstructured only",
+                        flag="--prune-schedule", choices=("oneshot", "gradual"))
+    gradual_end: float = opt(0.75, "gradual: share of the fine-tuning steps after which the final sparsity holds",
+                             flag="--gradual-end", lo=0.0, lo_open=True, hi=1.0)
+    gradual_every: int = opt(50, "gradual: optimizer steps between mask updates", flag="--gradual-every", lo=1)
     finetune_epochs: int = opt(3, "fine-tuning epochs after pruning (paper: 'several'; our choice: 3)",
                                flag="--finetune-epochs", lo=0)
     finetune_lr: float = opt(0.001, "constant SGD LR while fine-tuning (paper: not given; our choice: "
                              "0.001, the final LR of training)", flag="--finetune-lr", lo=0.0, lo_open=True)
+
+    def check(self) -> None:
+        if self.method == "structured" and self.schedule == "gradual":
+            raise ConfigError("invalid --prune-schedule gradual with --prune-method structured: gradual pruning "
+                              "is unstructured only; use --prune-schedule oneshot")
+        if self.method == "structured" and self.scope == "global":
+            raise ConfigError("invalid --prune-scope global with --prune-method structured: structured pruning "
+                              "ranks units within each layer; use --prune-scope layerwise")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class FitSpec:
     weight_decay: float = 5e-4
     mixup_alpha: float | None = None  # None: plain cross-entropy
     eval_batch_size: int = 1000
+    step_hook: Callable[[int], None] | None = None  # called after every optimizer step with the step count
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,13 @@ def evaluate_loss_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b
     return loss, acc
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)  # the last, partial batch counts
+
+
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                spec: FitSpec, order_gen: torch.Generator, mixup_gen: torch.Generator | None) -> float:
+                spec: FitSpec, order_gen: torch.Generator, mixup_gen: torch.Generator | None,
+                first_step: int = 0) -> float:
     """One pass over (x, y) in the order drawn from order_gen; returns the mean batch loss."""
     model.train()
     perm = torch.randperm(len(x), generator=order_gen).to(x.device)
@@ -142,6 +148,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         opt.step()
         total += loss.detach()
         batches += 1
+        if spec.step_hook is not None:
+            spec.step_hook(first_step + batches)
     return total.item() / max(batches, 1)
 
 
@@ -159,7 +167,8 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
         for group in opt.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        train_loss = train_epoch(model, opt, data.train_x, data.train_y, spec, order_gen, mixup_gen)
+        train_loss = train_epoch(model, opt, data.train_x, data.train_y, spec, order_gen, mixup_gen,
+                                 first_step=epoch * steps_per_epoch(len(data.train_x), spec.batch_size))
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"{phase} epoch {epoch + 1}: training loss became {train_loss}; "

@@ -117,3 +117,18 @@ def macs_per_image(model: nn.Module) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.zeros(1, 1, 28, 28, device=p.device, dtype=p.dtype))
     return counter.get_total_flops() // 2
+
+
+def effective_macs(model: nn.Module) -> int:
+    """Multiply-accumulates per 1x28x28 image that involve a nonzero weight (what ideal sparse kernels do)."""
+    spatial: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: spatial.__setitem__(n, o[0, 0].numel() if o.dim() == 4 else 1))
+             for n, m in prunable(model)]
+    p = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, 28, 28, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(int(torch.count_nonzero(m.weight)) * spatial[n] for n, m in prunable(model))

@@ -54,14 +54,19 @@ def l1_masks(model: nn.Module, conv_amount: float, fc_amount: float, scope: str 
     raise ValueError(f"pruning scope must be 'layerwise' or 'global', got {scope!r}")
 
 
-def attach_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
-    """Attach masks with prune.custom_from_mask: the forward pass sees weight_orig * mask from now on."""
+def attach_masks(model: nn.Module, masks: dict[str, torch.Tensor],
+                 bias_masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Attach masks with prune.custom_from_mask: the forward pass sees weight_orig * mask from now on.
+
+    bias_masks (structured pruning) switch off the biases of removed units as well.
+    """
     layers = dict(prunable(model))
-    unknown = set(masks) - set(layers)
+    unknown = (set(masks) | set(bias_masks or {})) - set(layers)
     if unknown:
         raise ValueError(f"masks name layers the model lacks: {sorted(unknown)}")
-    for name, mask in masks.items():
-        prune.custom_from_mask(layers[name], "weight", mask.to(layers[name].weight.device))
+    for param, group in (("weight", masks), ("bias", bias_masks or {})):
+        for name, mask in group.items():
+            prune.custom_from_mask(layers[name], param, mask.to(getattr(layers[name], param).device))
     return model
 
 
@@ -71,8 +76,58 @@ def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """prune.remove on every masked layer: weight becomes a plain parameter holding the zeros."""
+    """prune.remove on every masked weight and bias: plain parameters holding the zeros."""
     for _, m in prunable(model):
-        if prune.is_pruned(m):
-            prune.remove(m, "weight")
+        for param in ("weight", "bias"):
+            if hasattr(m, f"{param}_mask"):
+                prune.remove(m, param)
     return model
+
+
+def cubic_fraction(step: int, end_step: int) -> float:
+    """Share of the final pruning reached at `step` (Zhu & Gupta 2017): 1 - (1 - step / end_step)^3, then 1."""
+    if end_step <= 0 or step >= end_step:
+        return 1.0
+    return 1.0 - (1.0 - max(step, 0) / end_step) ** 3
+
+
+def _keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    if n_keep > 0:
+        keep[torch.topk(scores.flatten(), n_keep).indices] = True
+    return keep.view(scores.shape)
+
+
+def shrink_masks(model: nn.Module, final_counts: dict[str, int], fraction: float, scope: str = "layerwise") -> None:
+    """Grow each attached mask's pruned set to round(fraction * final count) by |weight|, never un-pruning.
+
+    Already-pruned weights score -1, below every live |w|, so masks only shrink as fraction grows.
+    """
+    layers = {n: m for n, m in prunable(model) if n in final_counts}
+    scores = {n: torch.where(m.weight_mask.bool(), m.weight_orig.detach().abs(), torch.full_like(m.weight_orig, -1.0))
+              .cpu().contiguous() for n, m in layers.items()}
+    if scope == "global":
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        keep = _keep_top(flat, flat.numel() - round(fraction * sum(final_counts.values())))
+        parts = keep.split([s.numel() for s in scores.values()])
+        new = {n: p.view(scores[n].shape) for n, p in zip(scores, parts)}
+    else:
+        new = {n: _keep_top(s, s.numel() - round(fraction * final_counts[n])) for n, s in scores.items()}
+    with torch.no_grad():
+        for n, m in layers.items():
+            m.weight_mask.copy_(m.weight_mask.bool().cpu() & new[n])
+
+
+class GradualPruner:
+    """Step hook for fit(): prunes every `every` optimizer steps along the cubic schedule, reaching the
+    final counts at `end_step` and holding them afterwards."""
+
+    def __init__(self, model: nn.Module, final_counts: dict[str, int], end_step: int, every: int,
+                 scope: str = "layerwise"):
+        self.model, self.final_counts, self.end_step, self.every, self.scope = model, final_counts, end_step, every, scope
+        attach_masks(model, {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable(model)
+                             if n in final_counts})
+
+    def __call__(self, step: int) -> None:
+        if step <= self.end_step and (step % self.every == 0 or step == self.end_step):
+            shrink_masks(self.model, self.final_counts, cubic_fraction(step, self.end_step), self.scope)

@@ -31,12 +31,13 @@ from .backends import available_cores, run_tasks
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
 from .engine import (EpochRecord, FitSpec, Tensors, constant_lr, evaluate_loss_accuracy, fit, generator,
-                     lr_steps, memory_format, predict, resolve_device)
+                     lr_steps, memory_format, predict, resolve_device, steps_per_epoch)
 from .evaluation import classification_metrics
 from .export import export_onnx, latency_ms, save_safetensors, save_sparse, verify_onnx
-from .model import LeNet5, count_nonzero, count_params, macs_per_image, weight_sparsity
+from .model import LeNet5, count_nonzero, count_params, effective_macs, macs_per_image, weight_sparsity
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
-from .pruning import attach_masks, l1_masks, make_permanent
+from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts
+from .slimming import slim, structured_keep, unit_masks
 
 SCHEMA_VERSION = 1
 ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
@@ -44,7 +45,8 @@ SCALAR_METRICS = ("test_accuracy", "test_loss", "params_total", "params_nonzero"
                   "compression_ratio", "train_seconds", "latency_ms_batch1", "latency_ms_batch256",
                   "size_bytes_fp32", "size_bytes_fp16", "size_bytes_sparse", "macs_dense",
                   "accuracy_before_finetune", "param_reduction", "test_accuracy_range_last3",
-                  "size_bytes_onnx", "onnx_prediction_agreement", "onnx_test_accuracy")
+                  "size_bytes_onnx", "onnx_prediction_agreement", "onnx_test_accuracy", "params_present",
+                  "macs_slim", "macs_effective", "size_bytes_slim", "latency_ms_slim_batch1", "latency_ms_slim_batch256")
 LIST_METRICS = ("per_class_f1", "per_class_precision", "per_class_recall")
 
 
@@ -116,23 +118,42 @@ def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Ob
     return Trained(model, hist)
 
 
+def attach_pruning(cfg: StudyConfig, model: LeNet5, n_train: int) -> GradualPruner | None:
+    """Put the configured masks on model; for the gradual schedule, return the step hook that grows them."""
+    p = cfg.prune
+    if p.method == "structured":
+        keep = structured_keep(model, p.conv_amount, p.fc_amount, p.norm)
+        attach_masks(model, unit_masks(model, keep), bias_masks=keep)
+        return None
+    if p.schedule == "oneshot":
+        attach_masks(model, l1_masks(model, p.conv_amount, p.fc_amount, p.scope))
+        return None
+    total = p.finetune_epochs * steps_per_epoch(n_train, cfg.train.batch_size)
+    return GradualPruner(model, pruned_counts(model, p.conv_amount, p.fc_amount), end_step=max(1, round(p.gradual_end * total)),
+                         every=p.gradual_every, scope=p.scope)
+
+
 def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: int, mixup: bool, obs: Observer,
                        name: str) -> Trained:
-    """Model C (from A, no Mixup) or D (from B, Mixup): L1 masks, fine-tune with masks held, prune.remove."""
+    """Model C (from A, no Mixup) or D (from B, Mixup): masks, fine-tune with masks held, prune.remove."""
     p, t = cfg.prune, cfg.train
     model = copy.deepcopy(dense.model)
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
-    attach_masks(model, l1_masks(model, p.conv_amount, p.fc_amount, p.scope))
-    _, acc_before = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)
+    hook = attach_pruning(cfg, model, len(data.train_x))
+    extra: dict[str, Any] = {}
+    if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
+        extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
     spec = FitSpec(epochs=p.finetune_epochs, lr=constant_lr(p.finetune_lr), batch_size=t.batch_size,
                    momentum=t.momentum, weight_decay=t.weight_decay, eval_batch_size=t.eval_batch_size,
-                   mixup_alpha=cfg.mixup.alpha if mixup else None)
+                   mixup_alpha=cfg.mixup.alpha if mixup else None, step_hook=hook)
     obs.phase_start(name, seed, p.finetune_epochs)
     hist = fit(model, data, spec, generator(seed, "finetune-order"),
                generator(seed, "finetune-mixup") if mixup else None, phase="finetune",
                callbacks=[lambda r: obs.epoch_end(name, seed, r)])
+    if hook is not None and p.finetune_epochs == 0:
+        hook(hook.end_step)  # no steps to spread it over: prune at once
     make_permanent(model)
-    return Trained(model, hist, {"accuracy_before_finetune": acc_before})
+    return Trained(model, hist, extra)
 
 
 def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
@@ -141,6 +162,9 @@ def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
     threads = cfg.threads or available_cores()
     out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
                            for b in (1, 256)}
+    small = slim(trained.model)
+    if small.widths != trained.model.widths:
+        out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads) for b in (1, 256)})
     out.update(latency_device="cpu", latency_threads=threads)
     return out
 
@@ -162,6 +186,11 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     metrics["size_bytes_fp16"] = save_safetensors(model, paths.model_file(name, seed, "fp16.safetensors"),
                                                   torch.float16)
     metrics["size_bytes_sparse"] = save_sparse(model, paths.model_file(name, seed, "sparse.safetensors"))
+    small = slim(model)
+    metrics.update(params_present=count_params(small), widths=list(small.widths), macs_slim=macs_per_image(small),
+                   macs_effective=effective_macs(model))
+    if small.widths != model.widths:
+        metrics["size_bytes_slim"] = save_safetensors(small, paths.model_file(name, seed, "slim.safetensors"))
     if cfg.bench.onnx:
         onnx_path = paths.model_file(name, seed, "onnx")
         metrics["size_bytes_onnx"] = export_onnx(model, onnx_path)

@@ -1,0 +1,137 @@
+"""Structured pruning and physical slimming: whole filters and neurons out, a smaller dense LeNet in.
+
+    keep = structured_keep(model, conv_amount=0.5, fc_amount=0.5)   # {"conv1": bool[6], ...}
+    attach_masks(model, unit_masks(model, keep), biases=unit_bias_masks(keep))   # fine-tune with units off
+    small = slim(make_permanent(model))     # LeNet5(widths=(3, 8, 60, 42)); small(x) == model(x)
+
+`slim` also turns an unstructured result into a smaller network: a unit (filter or neuron) whose
+outgoing weights are all zero is dropped; one whose incoming weights are all zero emits the constant
+relu(bias), whose effect is folded into the next layer's bias before the unit is dropped. Either way
+the slimmed network computes what the masked one does (up to float rounding). fc3's ten outputs are
+the classes and are never removed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .model import LeNet5
+
+UNIT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # layers whose output units may be removed
+NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2", "fc2": "fc3"}
+POOLED_POSITIONS = 16  # conv2's output is pooled to 4x4: each conv2 filter feeds 16 fc1 inputs
+
+
+def structured_keep(model: LeNet5, conv_amount: float, fc_amount: float, norm: float = 1.0) -> dict[str, torch.Tensor]:
+    """Per unit layer, a bool vector of output units kept: the round(amount * n) lowest Ln-norm units go.
+
+    Ranking is torch.nn.utils.prune.LnStructured's (norm of each unit's incoming weights, dim 0).
+    """
+    keep = {}
+    for name in UNIT_LAYERS:
+        layer = getattr(model, name)
+        amount = conv_amount if isinstance(layer, nn.Conv2d) else fc_amount
+        if not 0.0 <= amount < 1.0:
+            raise ValueError(f"structured amount for {name} must be in [0, 1), got {amount}")
+        w = layer.weight.detach().contiguous()
+        mask = prune.LnStructured(amount, n=norm, dim=0).compute_mask(w, torch.ones_like(w))
+        keep[name] = mask.flatten(1).any(1)
+        if not keep[name].any():  # torch rounds; never let a layer lose every unit
+            keep[name][0] = True
+    return keep
+
+
+def unit_masks(model: LeNet5, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weight-shaped masks that zero the incoming weights of every removed unit."""
+    out = {}
+    for name, k in keep.items():
+        w = getattr(model, name).weight
+        out[name] = k.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+    return out
+
+
+def _in_zero(layer: nn.Module) -> torch.Tensor:
+    return ~layer.weight.detach().flatten(1).ne(0).any(1)
+
+
+def _out_zero(model: LeNet5, name: str) -> torch.Tensor:
+    w = getattr(model, NEXT[name]).weight.detach()
+    if name == "conv2":  # fc1 columns c*16 .. c*16+15 read channel c
+        w = w.view(w.shape[0], -1, POOLED_POSITIONS).transpose(0, 1).flatten(1)
+    elif name == "conv1":
+        w = w.transpose(0, 1).flatten(1)
+    else:
+        w = w.t()
+    return ~w.ne(0).any(1)
+
+
+def removable_units(model: LeNet5) -> dict[str, torch.Tensor]:
+    """Per unit layer, bool vector of units that can go without changing the outputs."""
+    out = {}
+    for name in UNIT_LAYERS:
+        dead = _in_zero(getattr(model, name)) | _out_zero(model, name)
+        if dead.all():
+            dead[0] = False  # keep one unit so every layer has a shape
+        out[name] = dead
+    return out
+
+
+def _fold_constants(model: LeNet5, name: str, dead: torch.Tensor) -> None:
+    """Add the next layer's response to the constant relu(bias) of each input-dead unit to its bias."""
+    layer, nxt = getattr(model, name), getattr(model, NEXT[name])
+    const = torch.relu(layer.bias.detach()) * _in_zero(layer) * dead  # [units]; pooling keeps constants
+    if not const.any():
+        return
+    w = nxt.weight.detach()
+    if name == "conv1":  # constant input map: each conv2 output sums its whole kernel
+        delta = (w.sum((2, 3)) * const).sum(1)
+    elif name == "conv2":
+        delta = (w.view(w.shape[0], -1, POOLED_POSITIONS).sum(2) * const).sum(1)
+    else:
+        delta = w @ const
+    with torch.no_grad():
+        nxt.bias += delta
+
+
+def _zero_inputs(model: LeNet5, name: str, dead: torch.Tensor) -> None:
+    """Zero the next layer's weights that read dead units (their effect is folded or nil), so that
+    units of the next layer left with no live input are found dead in turn."""
+    w = getattr(model, NEXT[name]).weight
+    with torch.no_grad():
+        if name == "conv1":
+            w[:, dead] = 0
+        elif name == "conv2":
+            w.view(w.shape[0], -1, POOLED_POSITIONS)[:, dead] = 0
+        else:
+            w[:, dead] = 0
+
+
+def slim(model: LeNet5) -> LeNet5:
+    """A smaller dense LeNet5 without removable units; model must have plain weights (make_permanent first)."""
+    if any(prune.is_pruned(m) for m in model.modules()):
+        raise ValueError("slim needs permanent weights: call make_permanent(model) first")
+    work = LeNet5(dropout=model.dropout, widths=model.widths)
+    work.load_state_dict({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    keep = {}
+    for name in UNIT_LAYERS:  # in forward order: folding changes the next layer's bias only
+        dead = removable_units(work)[name]
+        _fold_constants(work, name, dead)
+        _zero_inputs(work, name, dead)
+        keep[name] = ~dead
+    widths = tuple(int(keep[n].sum()) for n in UNIT_LAYERS)
+    small = LeNet5(dropout=model.dropout, widths=widths)  # type: ignore[arg-type]
+    fc1_cols = keep["conv2"].repeat_interleave(POOLED_POSITIONS)
+    with torch.no_grad():
+        small.conv1.weight.copy_(work.conv1.weight[keep["conv1"]])
+        small.conv1.bias.copy_(work.conv1.bias[keep["conv1"]])
+        small.conv2.weight.copy_(work.conv2.weight[keep["conv2"]][:, keep["conv1"]])
+        small.conv2.bias.copy_(work.conv2.bias[keep["conv2"]])
+        small.fc1.weight.copy_(work.fc1.weight[keep["fc1"]][:, fc1_cols])
+        small.fc1.bias.copy_(work.fc1.bias[keep["fc1"]])
+        small.fc2.weight.copy_(work.fc2.weight[keep["fc2"]][:, keep["fc1"]])
+        small.fc2.bias.copy_(work.fc2.bias[keep["fc2"]])
+        small.fc3.weight.copy_(work.fc3.weight[:, keep["fc2"]])
+        small.fc3.bias.copy_(work.fc3.bias)
+    return small.eval()
