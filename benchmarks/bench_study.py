@@ -111,7 +111,8 @@ def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
 
 def mixprune_study(seeds: list[int], out: Path) -> dict[str, float]:
     ds = load_fashion_mnist()
-    cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "out": str(out)})
+    # the stock side writes no files and times nothing: switch ONNX export and latency off here too
+    cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "bench.onnx": False, "out": str(out)})
     res = run_study(cfg, dataset=ds)
     return {n: e["summary"]["test_accuracy"]["mean"] for n, e in res["models"].items()}
 

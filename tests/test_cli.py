@@ -98,3 +98,19 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
     assert "Table 2" in (out / "report.md").read_text()
+
+
+def test_second_writer_to_the_same_output_is_refused(tmp_path):
+    from mixprune import StudyConfig, load_fashion_mnist, reproduce
+    from mixprune.atomic import exclusive_dir
+    from mixprune.config import with_overrides
+    from mixprune.errors import OutputError
+
+    from .helpers import TINY, write_idx_set
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    out = tmp_path / "out"
+    cfg = with_overrides(StudyConfig(), {"out": str(out), "seeds": [0], "train.epochs": 0, "workers": 1})
+    with exclusive_dir(out):  # as if another mixprune process were running there
+        with pytest.raises(OutputError, match="another mixprune process is writing to"):
+            reproduce(cfg, dataset=ds)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the refused run was written

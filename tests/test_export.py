@@ -101,3 +101,36 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(pruned, tmp_path):
     check = verify_onnx(path, ref, x, y)
     assert check["onnx_prediction_agreement"] == 1.0
     assert check["onnx_test_accuracy"] == pytest.approx(100 * (ref.argmax(1) == y).double().mean().item())
+
+
+def test_int8_sparse_round_trip_is_close_and_keeps_zeros(pruned, tmp_path):
+    from mixprune.export import gzip_size
+
+    size8 = save_sparse(pruned, tmp_path / "s8.safetensors", values="int8")
+    size16 = save_sparse(pruned, tmp_path / "s16.safetensors", values="fp16")
+    assert size8 < size16
+    decoded = load_model(tmp_path / "s8.safetensors")
+    for (name, a), b in zip(pruned.state_dict().items(), (decoded.state_dict()[k] for k in pruned.state_dict())):
+        if name.endswith("weight"):
+            assert torch.equal(a == 0, b == 0), name  # same zero pattern
+            assert (a - b).abs().max() <= a.abs().max() / 127 / 2 + 1e-6, name  # within half a quantization step
+    assert 0 < gzip_size(tmp_path / "s8.safetensors") < size8 * 1.1
+
+
+def test_int8_onnx_is_smaller_and_agrees(pruned, tmp_path):
+    from mixprune.export import export_onnx, quantize_onnx_int8, verify_onnx
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1, 28, 28, generator=g)
+    fp32 = export_onnx(pruned, tmp_path / "m.onnx")
+    int8 = quantize_onnx_int8(tmp_path / "m.onnx", tmp_path / "m8.onnx", x[:100])
+    assert int8 < fp32 / 2
+    with torch.no_grad():
+        ref = pruned(x)
+    check = verify_onnx(tmp_path / "m8.onnx", ref, x, ref.argmax(1))
+    assert check["onnx_prediction_agreement"] > 0.9
+
+
+def test_bad_sparse_value_type(pruned, tmp_path):
+    with pytest.raises(ValueError, match="sparse values must be one of"):
+        save_sparse(pruned, tmp_path / "x.safetensors", values="int4")

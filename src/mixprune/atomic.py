@@ -49,6 +49,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def exclusive_dir(path: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on directory `path` (a `.lock` file in it, fcntl.flock) for the block:
+    a second process that wants the same output directory fails at once instead of mixing files."""
+    import fcntl
+
+    ensure_dir(path)
+    try:
+        handle = open(path / ".lock", "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot write to {path}: {exc.strerror or exc}; choose another location with --out") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another mixprune process is writing to {path}; wait for it to finish or choose "
+                              "another --out") from None
+        yield path
+    finally:
+        handle.close()  # closing releases the lock; the empty .lock file stays, harmlessly
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from .config import StudyConfig, flag_fields, load_config_file, with_overrides
-from .errors import MixpruneError
+from .errors import ConfigError, MixpruneError
 
 err = Console(stderr=True)
 out = Console()
@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", metavar="FILE", help="TOML file with the same fields (sections data, model, "
                      "train, mixup, prune, bench); flags given on the command line win")
     _add_config_flags(rep)
+    b = sub.add_parser("bench", help="latency of every form of a model (eager dense/slimmed/CSR, ONNX Runtime "
+                       "fp32/int8) at several batch sizes and thread counts, with a verdict per model")
+    b.add_argument("path", metavar="PATH", help="a model file (.safetensors) or a run directory of `mixprune reproduce`")
+    b.add_argument("--seed", type=int, default=None, help="run directory: which seed's models [default: the first]")
+    b.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256], metavar="N", help="batch sizes [default: 1 32 256]")
+    b.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
+                   help="thread counts [default: 1 and all cores]")
+    b.add_argument("--seconds", type=float, default=0.3, metavar="X", help="timed seconds per measurement [default: 0.3]")
     r = sub.add_parser("report", help="re-render report.md from a run directory's results.json")
     r.add_argument("run_dir", metavar="RUN_DIR")
     data = sub.add_parser("data", help="get or check the FashionMNIST files")
@@ -152,6 +160,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_models, bench_targets
+
+    for label, values, lo in (("--batches", args.batches, 1), ("--threads", args.threads or [1], 1)):
+        if any(v < lo for v in values):
+            raise ConfigError(f"invalid {label}: every value must be >= {lo}, got {values}")
+    if not args.seconds > 0:
+        raise ConfigError(f"invalid --seconds: must be > 0, got {args.seconds}")
+    targets = bench_targets(Path(args.path), args.seed)
+    result = bench_models(targets, tuple(args.batches), tuple(args.threads) if args.threads else None, args.seconds,
+                          out_json=Path(args.path) / "bench.json" if Path(args.path).is_dir() else None)
+    for label, entry in result["models"].items():
+        t = Table(title=f"{label}: median ms (IQR) per forward pass")
+        cols = sorted({(r["threads"], r["batch"]) for r in entry["rows"]})
+        t.add_column("variant")
+        for th, bt in cols:
+            t.add_column(f"b={bt} t={th}", justify="right")
+        for variant in dict.fromkeys(r["variant"] for r in entry["rows"]):
+            cells = {(r["threads"], r["batch"]): f"{r['median_ms']:.3f} ({r['iqr_ms']:.3f})" for r in entry["rows"]
+                     if r["variant"] == variant}
+            t.add_row(variant, *[cells.get(c, "-") for c in cols])
+        out.print(t)
+        out.print(f"MACs per image: dense {entry['macs']['dense']:,}, on nonzero weights {entry['macs']['effective']:,}, "
+                  f"slimmed {entry['macs']['slimmed']:,}", highlight=False)
+        for line in entry["verdicts"]:
+            out.print(f"- {line}", markup=False, highlight=False)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import download_fashion_mnist, load_fashion_mnist
 
@@ -166,7 +203,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"reproduce": cmd_reproduce, "report": cmd_report, "data": cmd_data}
+    handlers = {"reproduce": cmd_reproduce, "bench": cmd_bench, "report": cmd_report, "data": cmd_data}
     try:
         return handlers[args.command](args)
     except MixpruneError as exc:

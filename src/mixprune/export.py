@@ -2,7 +2,7 @@
 
     save_safetensors(model, path)                 # fp32, plain .weight/.bias tensors, metadata with widths
     save_safetensors(model, path, torch.float16)  # 16-bit copy
-    save_sparse(model, path)                      # bitmask + fp16 nonzero values per weight
+    save_sparse(model, path, values="fp16")       # bitmask + fp16 (or int8 + scale) nonzero values per weight
     model = load_model(path)                      # any of the three; safe (no pickle), shapes checked
     latency_ms(model, batch=1, min_run_time=0.5)  # torch.utils.benchmark median after warm-up
     export_onnx(model, path); verify_onnx(path, torch_logits, x, y)   # ONNX Runtime vs PyTorch
@@ -50,22 +50,43 @@ def save_safetensors(model: LeNet5, path: Path, dtype: torch.dtype = torch.float
     return path.stat().st_size
 
 
-def sparse_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Bitmask + fp16 nonzero values for each weight; dense fp16 biases."""
+SPARSE_VALUES = ("fp16", "int8")
+
+
+def sparse_state(model: nn.Module, values: str = "fp16") -> dict[str, torch.Tensor]:
+    """Bitmask + nonzero values (fp16, or int8 with one fp32 scale per tensor) per weight; fp16 biases."""
+    if values not in SPARSE_VALUES:
+        raise ValueError(f"sparse values must be one of {SPARSE_VALUES}, got {values!r}")
     state = {}
     for name, m in prunable(model):
-        w = m.weight.detach().to("cpu", torch.float16).flatten()
-        keep = (w != 0).numpy()
-        state[f"{name}.weight.bitmask"] = torch.from_numpy(np.packbits(keep))
-        state[f"{name}.weight.values"] = w[torch.from_numpy(keep)].contiguous()
+        w = m.weight.detach().to("cpu", torch.float32).flatten()
+        if values == "fp16":
+            w = w.half()
+        keep = w != 0
+        nz = w[keep]
+        if values == "int8":
+            scale = nz.abs().max() / 127 if nz.numel() else torch.tensor(1.0)
+            q = torch.round(nz / scale).clamp(-127, 127)
+            # a tiny weight must not round to 0: the bitmask says it is there
+            nz = torch.where(q == 0, torch.sign(nz), q).to(torch.int8)
+            state[f"{name}.weight.scale"] = scale.reshape(1).float()
+        state[f"{name}.weight.bitmask"] = torch.from_numpy(np.packbits(keep.numpy()))
+        state[f"{name}.weight.values"] = nz.contiguous()
         state[f"{name}.bias"] = m.bias.detach().to("cpu", torch.float16).contiguous()
     return state
 
 
-def save_sparse(model: LeNet5, path: Path) -> int:
+def save_sparse(model: LeNet5, path: Path, values: str = "fp16") -> int:
     with atomic_path(path) as tmp:
-        save_file(sparse_state(model), str(tmp), metadata=_metadata(model, "sparse-bitmask-fp16"))
+        save_file(sparse_state(model, values), str(tmp), metadata=_metadata(model, f"sparse-bitmask-{values}"))
     return path.stat().st_size
+
+
+def gzip_size(path: Path) -> int:
+    """Bytes of the file after gzip -9: what a download of it costs."""
+    import gzip
+
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -92,10 +113,17 @@ def _densify(state: dict[str, torch.Tensor], model: LeNet5, path: Path) -> dict[
         keep = np.unpackbits(bits.numpy(), count=shape.numel()).astype(bool)
         if keep.size != shape.numel() or int(keep.sum()) != values.numel():
             raise ModelFileError(f"{path}: {name} bitmask does not match {tuple(shape)} and its values")
+        if values.dtype == torch.int8:
+            scale = state.get(f"{name}.weight.scale")
+            if scale is None or scale.numel() != 1:
+                raise ModelFileError(f"{path}: int8 sparse file lacks {name}.weight.scale")
+            values = values.float() * scale
         dense = torch.zeros(shape.numel(), dtype=values.dtype)
         dense[torch.from_numpy(keep)] = values
         out[f"{name}.weight"] = dense.reshape(shape)
-        out[f"{name}.bias"] = state.get(f"{name}.bias")
+        if f"{name}.bias" not in state:
+            raise ModelFileError(f"{path}: sparse file lacks {name}.bias")
+        out[f"{name}.bias"] = state[f"{name}.bias"]
     return out
 
 
@@ -180,3 +208,26 @@ def verify_onnx(path: Path, torch_logits: torch.Tensor, x: torch.Tensor, y: torc
     return {"onnx_prediction_agreement": (ort_logits.argmax(1) == ref.argmax(1)).double().mean().item(),
             "onnx_test_accuracy": 100.0 * (ort_logits.argmax(1) == y).double().mean().item(),
             "onnx_max_abs_logit_diff": (ort_logits - ref).abs().max().item()}
+
+
+def quantize_onnx_int8(fp32_path: Path, int8_path: Path, calibration_x: torch.Tensor, batch_size: int = 100) -> int:
+    """Static int8 quantization with ONNX Runtime (QDQ, per-channel int8 weights, int8 activations
+    calibrated on `calibration_x`, MinMax); returns the int8 file's size."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    xs = calibration_x.detach().cpu().contiguous().numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": xs[i:i + batch_size]} for i in range(0, len(xs), batch_size)])
+
+        def get_next(self):  # type: ignore[override]
+            return next(self.batches, None)
+
+    logging.getLogger("root").setLevel(logging.ERROR)  # ORT logs a pre-processing hint through the root logger
+    with atomic_path(int8_path) as tmp:
+        quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    return int8_path.stat().st_size

@@ -93,6 +93,53 @@ def table4(results: dict) -> str:
                   "sparse file (KiB)", "ONNX file (KiB)"], rows)
 
 
+ARTIFACTS = (("fp32", "fp32 safetensors"), ("fp16", "fp16 safetensors"), ("sparse", "sparse, fp16 values"),
+             ("sparse_int8", "sparse, int8 values"), ("slim", "slimmed fp32"), ("onnx", "ONNX fp32"),
+             ("onnx_int8", "ONNX int8 (static, QDQ)"))
+
+
+def ledger_table(results: dict) -> str:
+    """Counts and MACs per model (mean over seeds)."""
+    rows = []
+    for name in MODEL_NAMES:
+        g = lambda key: fmt(_summ(results, name, key), 0, show_n=False)  # noqa: E731
+        rows.append([paper.LABELS[name], g("params_total"), g("params_nonzero"), g("params_present"), g("macs_dense"),
+                     g("macs_effective"), g("macs_slim")])
+    return table(["Model", "params total", "params nonzero", "params physically present (slimmed)", "MACs dense",
+                  "MACs on nonzero weights", "MACs slimmed"], rows)
+
+
+def artifact_table(results: dict) -> str:
+    """Every file written per model: bytes, gzip bytes and test accuracy of the decoded model (mean over seeds)."""
+    rows = []
+    for name in MODEL_NAMES:
+        for kind, label in ARTIFACTS:
+            size = _summ(results, name, f"size_bytes_{kind}")
+            if not size:
+                continue
+            acc = _summ(results, name, f"test_accuracy_{kind}") or (
+                _summ(results, name, "onnx_test_accuracy") if kind == "onnx" else _summ(results, name, "test_accuracy"))
+            rows.append([paper.LABELS[name], label, fmt(size, 0, show_n=False),
+                         fmt(_summ(results, name, f"gzip_bytes_{kind}"), 0, show_n=False), fmt(acc, 2, show_n=False)])
+    return table(["Model", "artifact", "bytes", "gzip -9 bytes", "test acc of the decoded file (%)"], rows)
+
+
+def smallest_artifact(results: dict, min_accuracy: float = 0.0) -> str | None:
+    """'X bytes (gzip Y): MODEL, ARTIFACT, Z%' for the smallest file whose decoded model scores >= min_accuracy."""
+    best = None
+    for name in MODEL_NAMES:
+        for seed, m in results["models"][name]["seeds"].items():
+            for kind, label in ARTIFACTS:
+                if f"size_bytes_{kind}" not in m:
+                    continue
+                acc = m.get(f"test_accuracy_{kind}", m.get("onnx_test_accuracy") if kind == "onnx" else m["test_accuracy"])
+                if acc is not None and acc >= min_accuracy and (best is None or m[f"size_bytes_{kind}"] < best[0]):
+                    best = (m[f"size_bytes_{kind}"], m[f"gzip_bytes_{kind}"], paper.LABELS[name], seed, label, acc)
+    if best is None:
+        return None
+    return f"{best[0]:,} bytes (gzip {best[1]:,}): {best[2]} seed {best[3]}, {best[4]}, {best[5]:.2f}% test accuracy"
+
+
 def f1_table(results: dict) -> str:
     rows = []
     means = {n: (_summ(results, n, "per_class_f1") or {}).get("mean") for n in MODEL_NAMES}
@@ -139,6 +186,9 @@ def observations(results: dict) -> list[str]:
         out.append(f"ONNX: {len(checks) - len(failed)} of {len(checks)} exported models match PyTorch in ONNX Runtime "
                    f"on the whole test split (>= 99.9% identical predictions, accuracy within 0.05 points; lowest "
                    f"agreement {100 * worst:.2f}%)" + (f"; failed: {', '.join(failed)}." if failed else "."))
+    smallest = smallest_artifact(results)
+    if smallest:
+        out.append(f"Smallest file written: {smallest}.")
     n_seeds = len(results["config"]["seeds"])
     if n_seeds < 5:
         out.append(f"These are {n_seeds} seed(s): too few for a verdict on significance; run with "
@@ -164,6 +214,12 @@ def render_report(results: dict) -> str:
              "## Table 4: size and speed", "", table4(results), "",
              f"Latency: CPU, median of torch.utils.benchmark after warm-up, {env['torch_threads']} threads. "
              "The paper's inference times are on an RTX 3060 with unstated batch size.", "",
+             "## Compression ledger", "", ledger_table(results), "",
+             "MACs per 28x28 image. 'On nonzero weights' is what ideal sparse kernels would do; 'slimmed' is the "
+             "dense network left after removing filters/neurons that are pruned whole or cannot affect the output.",
+             "", artifact_table(results), "",
+             "Lossy files are decoded back into a model and scored on the test split; the ONNX files are scored in "
+             "ONNX Runtime.", "",
              "## Per-class F1 (%)", "", f1_table(results), "",
              "## What this run shows", ""]
     parts += [f"- {line}" for line in observations(results)]

@@ -26,14 +26,15 @@ from typing import Any
 
 import torch
 
-from .atomic import ensure_dir, write_text_atomic
+from .atomic import ensure_dir, exclusive_dir, write_text_atomic
 from .backends import available_cores, run_tasks
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
 from .engine import (EpochRecord, FitSpec, Tensors, constant_lr, evaluate_loss_accuracy, fit, generator,
                      lr_steps, memory_format, predict, resolve_device, steps_per_epoch)
 from .evaluation import classification_metrics
-from .export import export_onnx, latency_ms, save_safetensors, save_sparse, verify_onnx
+from .export import (export_onnx, gzip_size, latency_ms, load_model, quantize_onnx_int8, save_safetensors, save_sparse,
+                     verify_onnx)
 from .model import LeNet5, count_nonzero, count_params, effective_macs, macs_per_image, weight_sparsity
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
 from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts
@@ -41,13 +42,7 @@ from .slimming import slim, structured_keep, unit_masks
 
 SCHEMA_VERSION = 1
 ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
-SCALAR_METRICS = ("test_accuracy", "test_loss", "params_total", "params_nonzero", "sparsity",
-                  "compression_ratio", "train_seconds", "latency_ms_batch1", "latency_ms_batch256",
-                  "size_bytes_fp32", "size_bytes_fp16", "size_bytes_sparse", "macs_dense",
-                  "accuracy_before_finetune", "param_reduction", "test_accuracy_range_last3",
-                  "size_bytes_onnx", "onnx_prediction_agreement", "onnx_test_accuracy", "params_present",
-                  "macs_slim", "macs_effective", "size_bytes_slim", "latency_ms_slim_batch1", "latency_ms_slim_batch256")
-LIST_METRICS = ("per_class_f1", "per_class_precision", "per_class_recall")
+CALIBRATION_IMAGES = 1000  # first training images, for int8 activation ranges
 
 
 class Observer:
@@ -182,22 +177,51 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     last = [r.test_accuracy for r in trained.history[-3:]]
     if last:
         metrics["test_accuracy_range_last3"] = max(last) - min(last)
-    metrics["size_bytes_fp32"] = save_safetensors(model, paths.model_file(name, seed, "safetensors"))
-    metrics["size_bytes_fp16"] = save_safetensors(model, paths.model_file(name, seed, "fp16.safetensors"),
-                                                  torch.float16)
-    metrics["size_bytes_sparse"] = save_sparse(model, paths.model_file(name, seed, "sparse.safetensors"))
     small = slim(model)
     metrics.update(params_present=count_params(small), widths=list(small.widths), macs_slim=macs_per_image(small),
                    macs_effective=effective_macs(model))
+    metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed))
+    return metrics
+
+
+def write_artifacts(cfg: StudyConfig, model: LeNet5, small: LeNet5, logits: torch.Tensor, data: Tensors,
+                    paths: RunPaths, name: str, seed: int) -> dict[str, Any]:
+    """Write every deployable file of one model and measure each: bytes, gzip bytes, and for lossy
+    encodings the test accuracy of the model decoded back from the file."""
+    out: dict[str, Any] = {}
+
+    def record(kind: str, path: Path, size: int, lossy: bool) -> None:
+        out[f"size_bytes_{kind}"] = size
+        out[f"gzip_bytes_{kind}"] = gzip_size(path)
+        if lossy:
+            decoded = load_model(path).to(device=data.test_x.device)
+            out[f"test_accuracy_{kind}"] = evaluate_loss_accuracy(decoded, data.test_x, data.test_y,
+                                                                  cfg.train.eval_batch_size)[1]
+
+    for kind, suffix, writer, lossy in (
+            ("fp32", "safetensors", lambda p: save_safetensors(model, p), False),
+            ("fp16", "fp16.safetensors", lambda p: save_safetensors(model, p, torch.float16), True),
+            ("sparse", "sparse.safetensors", lambda p: save_sparse(model, p, "fp16"), True),
+            ("sparse_int8", "sparse-int8.safetensors", lambda p: save_sparse(model, p, "int8"), True)):
+        path = paths.model_file(name, seed, suffix)
+        record(kind, path, writer(path), lossy)
     if small.widths != model.widths:
-        metrics["size_bytes_slim"] = save_safetensors(small, paths.model_file(name, seed, "slim.safetensors"))
+        path = paths.model_file(name, seed, "slim.safetensors")
+        record("slim", path, save_safetensors(small, path), True)
     if cfg.bench.onnx:
         onnx_path = paths.model_file(name, seed, "onnx")
-        metrics["size_bytes_onnx"] = export_onnx(model, onnx_path)
-        metrics.update(verify_onnx(onnx_path, logits, data.test_x, data.test_y))
-        metrics["onnx_verified"] = (metrics["onnx_prediction_agreement"] >= ONNX_MIN_AGREEMENT and
-                                    abs(metrics["onnx_test_accuracy"] - metrics["test_accuracy"]) <= ONNX_MAX_ACC_DIFF)
-    return metrics
+        record("onnx", onnx_path, export_onnx(model, onnx_path), False)
+        out.update(verify_onnx(onnx_path, logits, data.test_x, data.test_y))
+        out["onnx_verified"] = (out["onnx_prediction_agreement"] >= ONNX_MIN_AGREEMENT and
+                                abs(out["onnx_test_accuracy"] - 100.0 * (logits.argmax(1) == data.test_y).double()
+                                    .mean().item()) <= ONNX_MAX_ACC_DIFF)
+        int8_path = paths.model_file(name, seed, "int8.onnx")
+        calibration = data.train_x[:CALIBRATION_IMAGES]
+        record("onnx_int8", int8_path, quantize_onnx_int8(onnx_path, int8_path, calibration), False)
+        check = verify_onnx(int8_path, logits, data.test_x, data.test_y)
+        out.update(test_accuracy_onnx_int8=check["onnx_test_accuracy"],
+                   onnx_int8_prediction_agreement=check["onnx_prediction_agreement"])
+    return out
 
 
 def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -207,15 +231,14 @@ def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if n > 1 else None, "n": n}
     seeds = list(per_seed.values())
     out: dict[str, Any] = {}
-    for key in SCALAR_METRICS:
-        vals = [m[key] for m in seeds if m.get(key) is not None]
-        if vals:
+    keys = list(dict.fromkeys(k for m in seeds for k in m))
+    for key in keys:
+        vals = [m[key] for m in seeds if key in m and m[key] is not None]
+        if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
             out[key] = stats([float(v) for v in vals])
-    for key in LIST_METRICS:
-        rows = [m[key] for m in seeds if key in m]
-        if rows:
-            per_class = [stats([r[i] for r in rows]) for i in range(len(rows[0]))]
-            out[key] = {"mean": [s["mean"] for s in per_class], "std": [s["std"] for s in per_class], "n": len(rows)}
+        elif key.startswith("per_class_") and vals:
+            per_class = [stats([r[i] for r in vals]) for i in range(len(vals[0]))]
+            out[key] = {"mean": [s["mean"] for s in per_class], "std": [s["std"] for s in per_class], "n": len(vals)}
     return out
 
 
@@ -295,6 +318,12 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset)
     data = prepare_tensors(ds, device)
     paths = RunPaths(Path(out_dir or cfg.out or default_out_dir()))  # created only once the data is good
+    with exclusive_dir(paths.root):
+        return _run_locked(cfg, ds, data, device, paths, obs)
+
+
+def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.device, paths: RunPaths,
+                obs: Observer) -> dict[str, Any]:
     ensure_dir(paths.models_dir)
     write_text_atomic(paths.config_toml, toml_text(cfg))
     tasks = [(cfg, seed, mixup) for seed in cfg.seeds for mixup in (False, True)]

@@ -1,0 +1,218 @@
+"""`mixprune bench`: how fast each form of a model really runs, and whether sparsity helps at all.
+
+    rows, verdicts = bench_model(load_model("runs/x/models/pruned-seed0.safetensors"), batches=(1, 32, 256),
+                                 threads=(1, 2), min_run_time=0.3)
+
+Variants of one model, each timed with torch.utils.benchmark (warm-up, then median and IQR of blocked
+runs) at every batch size and thread count:
+- `eager dense`: PyTorch eager on the weights as stored (the masked model: zeros are still multiplied);
+- `eager slimmed`: the smaller dense network from `slimming.slim`, when any unit can be removed;
+- `eager CSR FC`: FC layers through torch's CSR sparse matmul (convolutions stay dense);
+- `ORT fp32` / `ORT int8`: ONNX Runtime on the CPU, int8 by static quantization (needs calibration images).
+MACs come from torch.utils.flop_counter (dense and slimmed) and from nonzero weights (effective).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backends import available_cores
+from .export import export_onnx, quantize_onnx_int8
+from .model import LeNet5, effective_macs, macs_per_image
+from .slimming import slim
+
+
+class CsrLinearLeNet(nn.Module):
+    """LeNet5 whose FC layers multiply with CSR sparse weights (torch.sparse); convolutions stay dense."""
+
+    def __init__(self, model: LeNet5):
+        super().__init__()
+        self.conv1, self.conv2 = copy.deepcopy(model.conv1), copy.deepcopy(model.conv2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+            self.fcs = [(m.weight.detach().to_sparse_csr(), m.bias.detach()) for m in (model.fc1, model.fc2, model.fc3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = torch.flatten(F.max_pool2d(F.relu(self.conv2(x)), 2), 1)
+        for i, (w, b) in enumerate(self.fcs):
+            x = torch.sparse.mm(w, x.t()).t() + b  # [out, in] @ [in, B] -> [B, out]
+            if i < 2:
+                x = F.relu(x)
+        return x
+
+
+def _time(fn: Callable[[], Any], threads: int, min_run_time: float) -> dict[str, float]:
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    for _ in range(3):
+        fn()  # warm-up
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
+    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3}
+
+
+def _torch_runner(model: nn.Module, batch: int) -> Callable[[], Any]:
+    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def _ort_runner(path: Path, batch: int, threads: int) -> Callable[[], Any]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).numpy()
+    return lambda: session.run(["logits"], {"input": x})
+
+
+def bench_model(model: LeNet5, batches: tuple[int, ...] = (1, 32, 256), threads: tuple[int, ...] | None = None,
+                min_run_time: float = 0.3, calibration_x: torch.Tensor | None = None,
+                int8_path: Path | None = None) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
+    """Latency rows (variant, batch, threads, median_ms, iqr_ms), one-line verdicts and MAC counts."""
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    threads = threads or tuple(sorted({1, available_cores()}))
+    small = slim(model)
+    macs = {"dense": macs_per_image(model), "effective": effective_macs(model), "slimmed": macs_per_image(small)}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "m.onnx"
+        export_onnx(model, onnx_path)
+        if int8_path is None and calibration_x is not None:
+            int8_path = Path(tmp) / "m.int8.onnx"
+            quantize_onnx_int8(onnx_path, int8_path, calibration_x)
+        variants: dict[str, Callable[[int, int], Callable[[], Any]]] = {
+            "eager dense": lambda b, t: _torch_runner(model, b),
+            "eager CSR FC": lambda b, t: _torch_runner(CsrLinearLeNet(model), b),
+            "ORT fp32": lambda b, t: _ort_runner(onnx_path, b, t)}
+        if small.widths != model.widths:
+            variants["eager slimmed"] = lambda b, t: _torch_runner(small, b)
+        if int8_path is not None:
+            variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t)
+        rows = [{"variant": v, "batch": b, "threads": t, **_time(make(b, t), t, min_run_time)}
+                for v, make in variants.items() for t in threads for b in batches]
+    return rows, verdicts(rows, macs, model.widths, small.widths) + [semi_structured_statement(model)], macs
+
+
+def _lookup(rows: list[dict[str, Any]], variant: str, batch: int, threads: int) -> float | None:
+    for r in rows:
+        if (r["variant"], r["batch"], r["threads"]) == (variant, batch, threads):
+            return r["median_ms"]
+    return None
+
+
+def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple, slim_widths: tuple) -> list[str]:
+    """Plain sentences from the measured rows (largest batch, one thread, unless stated)."""
+    b, t = max(r["batch"] for r in rows), 1
+    dense = _lookup(rows, "eager dense", b, t)
+    out = []
+    csr = _lookup(rows, "eager CSR FC", b, t)
+    if dense and csr:
+        word = "slower" if csr > dense else "faster"
+        ratio = csr / dense if csr > dense else dense / csr
+        out.append(f"torch CSR sparse kernels for the FC layers: {ratio:.2f}x {word} than dense at batch {b}, "
+                   f"1 thread ({macs['effective'] / macs['dense']:.0%} of the dense MACs touch nonzero weights).")
+    slim_ms = _lookup(rows, "eager slimmed", b, t)
+    if slim_ms and dense:
+        out.append(f"slimmed {widths} -> {slim_widths}: {macs['dense'] / macs['slimmed']:.2f}x fewer MACs, "
+                   f"{dense / slim_ms:.2f}x faster at batch {b}, 1 thread (eager).")
+    else:
+        out.append("slimming does not apply: no filter or neuron is pruned whole, so the dense shapes stay.")
+    for batch in sorted({1, b}):
+        eager, ort = _lookup(rows, "eager dense", batch, t), _lookup(rows, "ORT fp32", batch, t)
+        if eager and ort:
+            out.append(f"ONNX Runtime vs PyTorch eager at batch {batch}, 1 thread: {eager / ort:.2f}x "
+                       f"({eager * 1e3:.0f} us -> {ort * 1e3:.0f} us).")
+    int8, fp32 = _lookup(rows, "ORT int8", b, t), _lookup(rows, "ORT fp32", b, t)
+    if int8 and fp32:
+        out.append(f"ORT int8 vs ORT fp32 at batch {b}, 1 thread: {fp32 / int8:.2f}x.")
+    return out
+
+
+def semi_structured_fit(model: LeNet5, dtype: torch.dtype = torch.float16) -> dict[str, str]:
+    """Per FC layer: whether its weight shape meets the minimum shape multiples that torch's 2:4 (CUTLASS)
+    semi-structured tensors check for `dtype` (read from torch itself)."""
+    from torch.sparse.semi_structured import SparseSemiStructuredTensorCUTLASS as Cutlass
+
+    c = Cutlass._DTYPE_SHAPE_CONSTRAINTS[dtype]
+    out = {}
+    for name in ("fc1", "fc2", "fc3"):
+        rows, cols = getattr(model, name).weight.shape
+        ok = rows >= c.sparse_min_rows and rows % c.sparse_min_rows == 0 and cols >= c.sparse_min_cols \
+            and cols % c.sparse_min_cols == 0
+        out[name] = f"{rows}x{cols} {'qualifies' if ok else 'does not qualify'} (needs multiples of " \
+                    f"{c.sparse_min_rows}x{c.sparse_min_cols})"
+    return out
+
+
+def semi_structured_statement(model: LeNet5 | None = None) -> str:
+    """Why torch's 2:4 semi-structured kernels are or are not measured for this network here."""
+    shapes = "; ".join(f"{n} {v}" for n, v in semi_structured_fit(model or LeNet5()).items())
+    if not torch.cuda.is_available():
+        return ("2:4 semi-structured kernels: not measured: torch runs them only on CUDA devices and this machine "
+                f"has none. Shapes for fp16: {shapes}; convolutions are not supported at all.")
+    major, _ = torch.cuda.get_device_capability()
+    if major < 8:
+        return "2:4 semi-structured kernels: not measured: this GPU is older than compute capability 8.0."
+    return f"2:4 semi-structured kernels: not measured by mixprune yet. Shapes for fp16: {shapes}."
+
+
+def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, Path | None]]:
+    """label -> (fp32 model file, int8 ONNX file or None) for a model file or a run directory."""
+    from .errors import ModelFileError
+    from .paths import MODEL_NAMES, RunPaths
+
+    if path.is_file():
+        return {path.name: (path, None)}
+    if not path.is_dir():
+        raise ModelFileError(f"{path} is neither a model file nor a run directory")
+    paths = RunPaths(path)
+    seeds = sorted({int(p.name.split("-seed")[1].split(".")[0]) for p in paths.models_dir.glob("*-seed*.safetensors")})
+    if not seeds:
+        raise ModelFileError(f"{paths.models_dir} holds no model files; pass a directory written by `mixprune reproduce`")
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise ModelFileError(f"{path} has no models for seed {seed}; it has seeds {seeds}")
+    out = {}
+    for name in MODEL_NAMES:
+        f = paths.model_file(name, seed, "safetensors")
+        if f.is_file():
+            q = paths.model_file(name, seed, "int8.onnx")
+            out[f"{name}-seed{seed}"] = (f, q if q.is_file() else None)
+    return out
+
+
+def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[int, ...], threads: tuple[int, ...] | None,
+                 min_run_time: float, out_json: Path | None = None) -> dict[str, Any]:
+    """bench_model for every target; written atomically to out_json when given."""
+    import json
+    import platform
+
+    from .atomic import write_text_atomic
+    from .export import load_model
+
+    result: dict[str, Any] = {"machine": {"processor": platform.processor() or platform.machine(),
+                                          "cores": available_cores(), "torch": torch.__version__},
+                              "models": {}}
+    for label, (model_path, int8_path) in targets.items():
+        rows, lines, macs = bench_model(load_model(model_path), batches, threads, min_run_time, int8_path=int8_path)
+        result["models"][label] = {"file": str(model_path), "rows": rows, "verdicts": lines, "macs": macs}
+    if out_json is not None:
+        write_text_atomic(out_json, json.dumps(result, indent=1))
+    return result
