@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -12,9 +10,8 @@ from mixprune.cli import main
 from mixprune.errors import ModelFileError
 from mixprune.export import save_safetensors
 from mixprune.model import LeNet5
-from mixprune.pruning import make_permanent
+from mixprune.pruning import attach_masks, make_permanent
 from mixprune.slimming import structured_keep, unit_masks
-from mixprune.pruning import attach_masks
 
 
 @pytest.fixture
@@ -34,7 +31,7 @@ def test_bench_model_rows_and_verdicts(slimmable):
     rows, lines, macs = bench_model(slimmable, batches=(1, 8), threads=(1,), min_run_time=0.01,
                                     calibration_x=torch.randn(50, 1, 28, 28))
     variants = {r["variant"] for r in rows}
-    assert variants == {"eager dense", "eager CSR FC", "ORT fp32", "eager slimmed", "ORT int8"}
+    assert variants == {"eager dense", "eager CSR FC", "ORT fp32", "eager slimmed", "ORT slimmed", "ORT int8"}
     assert len(rows) == len(variants) * 2 and all(r["median_ms"] > 0 and r["iqr_ms"] >= 0 for r in rows)
     assert macs["slimmed"] < macs["dense"] / 2 and macs["effective"] <= macs["dense"]
     assert any(line.startswith("slimmed (6, 16, 120, 84) -> (3, 8, 60, 42)") for line in lines)

@@ -114,3 +114,70 @@ def test_second_writer_to_the_same_output_is_refused(tmp_path):
         with pytest.raises(OutputError, match="another mixprune process is writing to"):
             reproduce(cfg, dataset=ds)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the refused run was written
+
+
+@pytest.mark.realdata
+def test_kill_9_keeps_finished_results_and_leaves_no_worker(tmp_path, real_data_dir):
+    import signal
+    import time
+
+    from mixprune import load_model
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "mixprune", "reproduce", "--data-dir", str(real_data_dir), "--train-subset", "6000",
+            "--test-subset", "500", "--epochs", "4", "--finetune-epochs", "1", "--seeds", "0", "1", "--workers", "2",
+            "--threads", "1", "--no-latency", "--no-onnx", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "results.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; give it more work"
+    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
+                              text=True).stdout.split()
+    assert len(children) == 2  # the two training workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert alive == []  # workers die with their parent, even on kill -9
+    results = json.loads((out / "results.json").read_text())  # complete JSON, never half-written
+    finished = [(n, s) for n, e in results["models"].items() for s in e["seeds"]]
+    assert finished
+    for name, seed in finished:
+        load_model(out / "models" / f"{name}-seed{seed}.safetensors")  # every recorded model loads
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(json.loads((out / "results.json").read_text())["models"]["mixup_pruned"]["seeds"]) == 2
+
+
+def test_report_refuses_results_of_another_version(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 99, "models": {}}))
+    assert main(["report", str(tmp_path)]) == 2
+    assert "schema_version 99" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text("{not json")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.realdata
+def test_ctrl_c_exits_130_and_keeps_finished_work(tmp_path, real_data_dir):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mixprune", "reproduce", "--data-dir", str(real_data_dir),
+                             "--train-subset", "6000", "--test-subset", "500", "--epochs", "4", "--seeds", "0", "1",
+                             "--workers", "2", "--threads", "1", "--no-latency", "--no-onnx", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "results.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    results = json.loads((out / "results.json").read_text())
+    assert any(e["seeds"] for e in results["models"].values())

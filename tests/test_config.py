@@ -6,8 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixprune.config import (MixupConfig, PruneConfig, StudyConfig, TrainConfig, from_dict, load_config_file,
-                             to_dict, with_overrides)
+from mixprune.config import (
+    MixupConfig,
+    PruneConfig,
+    StudyConfig,
+    TrainConfig,
+    from_dict,
+    load_config_file,
+    to_dict,
+    with_overrides,
+)
 from mixprune.errors import ConfigError
 from mixprune.study import toml_text
 

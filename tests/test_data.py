@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import struct
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixprune import data as D
 from mixprune.errors import DataError
@@ -147,3 +150,31 @@ def test_real_dataset_verifies(real_data_dir):
     assert ds.train_x.shape == (60_000, 28, 28) and ds.test_x.shape == (10_000, 28, 28)
     assert torch.bincount(ds.train_y).tolist() == [6000] * 10
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_parse_idx_never_crashes_on_arbitrary_bytes(blob):
+    from pathlib import Path
+    for magic in (D.IMAGE_MAGIC, D.LABEL_MAGIC):
+        try:
+            arr = D.parse_idx(blob, Path("x"), magic)
+        except DataError as exc:
+            assert str(exc).startswith("x: ") and "\n" not in str(exc)
+        else:
+            assert arr.dtype == np.uint8 and arr.ndim == (3 if magic == D.IMAGE_MAGIC else 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=3), st.integers(-3, 3))
+def test_parse_idx_checks_length_against_header(dims, delta):
+    from pathlib import Path
+    dims = (dims + [1, 1])[:3]
+    body = bytes(int(np.prod(dims)) + max(delta, -int(np.prod(dims))))
+    blob = struct.pack(">I", D.IMAGE_MAGIC) + struct.pack(">3I", *dims) + body
+    if len(body) == int(np.prod(dims)):
+        assert D.parse_idx(blob, Path("x"), D.IMAGE_MAGIC).shape == tuple(dims)
+    else:
+        with pytest.raises(DataError, match="truncated|trailing"):
+            D.parse_idx(blob, Path("x"), D.IMAGE_MAGIC)

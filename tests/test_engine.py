@@ -7,8 +7,17 @@ import copy
 import pytest
 import torch
 
-from mixprune.engine import (FitSpec, Tensors, TrainingDiverged, constant_lr, derive_seed, fit, generator,
-                             lr_steps, resolve_device)
+from mixprune.engine import (
+    FitSpec,
+    Tensors,
+    TrainingDiverged,
+    constant_lr,
+    derive_seed,
+    fit,
+    generator,
+    lr_steps,
+    resolve_device,
+)
 from mixprune.errors import ConfigError
 from mixprune.model import LeNet5
 

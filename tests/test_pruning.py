@@ -99,3 +99,18 @@ def test_bad_amount_rejected(model, bad):
 def test_unknown_scope_rejected(model):
     with pytest.raises(ValueError, match="scope must be"):
         l1_masks(model, 0.2, 0.3, scope="channel")
+
+
+def test_two_four_masks(model):
+    from mixprune.pruning import semi_structured_masks
+
+    masks, skipped = semi_structured_masks(model)
+    assert set(masks) == {"fc1", "fc2", "fc3"} and set(skipped) == {"conv1", "conv2"}
+    assert "150 inputs do not split into groups of 4" in skipped["conv2"]
+    for name, mask in masks.items():
+        w = dict(prunable(model))[name].weight.detach().abs()
+        groups, wg = mask.view(mask.shape[0], -1, 4), w.view(w.shape[0], -1, 4)
+        assert bool((groups.sum(2) == 2).all())  # exactly 2 of every 4
+        kept_min = torch.where(groups, wg, torch.full_like(wg, float("inf"))).min(2).values
+        dropped_max = torch.where(~groups, wg, torch.full_like(wg, -1.0)).max(2).values
+        assert bool((dropped_max <= kept_min).all())  # the 2 largest of each group stay

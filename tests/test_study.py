@@ -111,3 +111,41 @@ def test_worker_processes_give_identical_results(tmp_path):
         a, b = serial["models"][name]["seeds"]["0"], parallel["models"][name]["seeds"]["0"]
         assert (a["test_accuracy"], a["test_loss"], a["per_class_f1"]) == (b["test_accuracy"], b["test_loss"], b["per_class_f1"])
     assert (tmp_path / "a" / "history.csv").read_text().count("\n") == (tmp_path / "b" / "history.csv").read_text().count("\n")
+
+
+@pytest.mark.parametrize("prune, check", [
+    ({"method": "structured", "conv_amount": 0.5, "fc_amount": 0.5},
+     lambda m: m["widths"] == [3, 8, 60, 42] and m["params_present"] < 44_426 / 2 and "size_bytes_slim" in m
+     and m["test_accuracy_slim"] == pytest.approx(m["test_accuracy"], abs=0.01)),
+    ({"schedule": "gradual", "conv_amount": 0.5, "fc_amount": 0.9, "gradual_every": 1},
+     lambda m: m["params_nonzero"] == 44_426 - (75 + 1200 + 27648 + 9072 + 756)),
+    ({"method": "2:4"}, lambda m: m["params_nonzero"] == 44_426 - (30720 + 10080 + 840) // 2),
+    ({"finetune_mixup": "never"}, lambda m: m["params_nonzero"] == 31_424),
+])
+def test_pruning_methods_end_to_end(prune, check, tmp_path):
+    from .helpers import write_idx_set
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    cfg = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                         "bench.latency": False, "bench.onnx": False, "out": str(tmp_path / "o"),
+                                         **{f"prune.{k}": v for k, v in prune.items()}})
+    results = reproduce(cfg, dataset=ds)
+    for name in ("pruned", "mixup_pruned"):
+        assert check(results["models"][name]["seeds"]["0"]), results["models"][name]["seeds"]["0"]
+
+
+def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from mixprune.atomic import write_text_atomic
+    from mixprune.errors import OutputError
+
+    target = tmp_path / "results.json"
+    write_text_atomic(target, "old")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_text_atomic(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -6,8 +6,16 @@ Public API (see README):
 """
 
 from .api import reproduce
-from .config import (BenchConfig, DataConfig, MixupConfig, ModelConfig, PruneConfig, StudyConfig, TrainConfig,
-                     load_config_file)
+from .config import (
+                     BenchConfig,
+                     DataConfig,
+                     MixupConfig,
+                     ModelConfig,
+                     PruneConfig,
+                     StudyConfig,
+                     TrainConfig,
+                     load_config_file,
+)
 from .data import Dataset, download_fashion_mnist, load_fashion_mnist
 from .errors import ConfigError, DataError, MixpruneError, ModelFileError, OutputError
 from .export import load_model, save_safetensors

@@ -102,7 +102,10 @@ def bench_model(model: LeNet5, batches: tuple[int, ...] = (1, 32, 256), threads:
             "eager CSR FC": lambda b, t: _torch_runner(CsrLinearLeNet(model), b),
             "ORT fp32": lambda b, t: _ort_runner(onnx_path, b, t)}
         if small.widths != model.widths:
+            slim_onnx = Path(tmp) / "slim.onnx"
+            export_onnx(small, slim_onnx)
             variants["eager slimmed"] = lambda b, t: _torch_runner(small, b)
+            variants["ORT slimmed"] = lambda b, t: _ort_runner(slim_onnx, b, t)
         if int8_path is not None:
             variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t)
         rows = [{"variant": v, "batch": b, "threads": t, **_time(make(b, t), t, min_run_time)}
@@ -128,10 +131,13 @@ def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple, sl
         ratio = csr / dense if csr > dense else dense / csr
         out.append(f"torch CSR sparse kernels for the FC layers: {ratio:.2f}x {word} than dense at batch {b}, "
                    f"1 thread ({macs['effective'] / macs['dense']:.0%} of the dense MACs touch nonzero weights).")
-    slim_ms = _lookup(rows, "eager slimmed", b, t)
+    slim_ms, ort_ms, ort_slim_ms = (_lookup(rows, v, b, t) for v in ("eager slimmed", "ORT fp32", "ORT slimmed"))
     if slim_ms and dense:
-        out.append(f"slimmed {widths} -> {slim_widths}: {macs['dense'] / macs['slimmed']:.2f}x fewer MACs, "
-                   f"{dense / slim_ms:.2f}x faster at batch {b}, 1 thread (eager).")
+        line = (f"slimmed {widths} -> {slim_widths}: {macs['dense'] / macs['slimmed']:.2f}x fewer MACs, "
+                f"{dense / slim_ms:.2f}x faster at batch {b}, 1 thread (eager)")
+        if ort_ms and ort_slim_ms:
+            line += f", {ort_ms / ort_slim_ms:.2f}x in ONNX Runtime"
+        out.append(line + ".")
     else:
         out.append("slimming does not apply: no filter or neuron is pruned whole, so the dense shapes stay.")
     for batch in sorted({1, b}):

@@ -152,6 +152,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise OutputError(f"{paths.results_json} not found; pass the directory that `mixprune reproduce` wrote") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OutputError(f"{paths.results_json} is not valid JSON ({exc})") from None
+    from .study import SCHEMA_VERSION
+
+    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+        found = results.get("schema_version") if isinstance(results, dict) else None
+        raise OutputError(f"{paths.results_json} has schema_version {found!r}; this mixprune reads "
+                          f"{SCHEMA_VERSION}: re-run the study with this version, or use the mixprune that wrote it")
     try:
         write_report(results, paths)
     except (KeyError, TypeError, IndexError) as exc:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import ConfigError
 
@@ -173,8 +174,10 @@ class PruneConfig(Checked):
                      "number of weights is removed, chosen by magnitude across all layers",
                      flag="--prune-scope", choices=("layerwise", "global"))
     method: str = opt("unstructured", "unstructured: individual weights by |w| (paper); structured: whole conv "
-                      "filters and FC neurons by the Ln norm of their weights, then physically removed",
-                      flag="--prune-method", choices=("unstructured", "structured"))
+                      "filters and FC neurons by the Ln norm of their weights, then physically removed; 2:4: in "
+                      "every 4 consecutive inputs of a row the 2 largest |w| stay (layers whose rows split into "
+                      "4s; the amounts are ignored)", flag="--prune-method",
+                      choices=("unstructured", "structured", "2:4"))
     norm: float = opt(1.0, "n of the Ln norm that ranks filters/neurons in structured pruning", flag="--prune-norm",
                       lo=1.0)
     schedule: str = opt("oneshot", "oneshot: prune once, then fine-tune (paper); gradual: prune during fine-tuning "
@@ -187,14 +190,16 @@ class PruneConfig(Checked):
                                flag="--finetune-epochs", lo=0)
     finetune_lr: float = opt(0.001, "constant SGD LR while fine-tuning (paper: not given; our choice: "
                              "0.001, the final LR of training)", flag="--finetune-lr", lo=0.0, lo_open=True)
+    finetune_mixup: str = opt("inherit", "Mixup while fine-tuning: inherit (paper: D with Mixup, C without), "
+                              "always or never", flag="--finetune-mixup", choices=("inherit", "always", "never"))
 
     def check(self) -> None:
-        if self.method == "structured" and self.schedule == "gradual":
-            raise ConfigError("invalid --prune-schedule gradual with --prune-method structured: gradual pruning "
+        if self.method != "unstructured" and self.schedule == "gradual":
+            raise ConfigError(f"invalid --prune-schedule gradual with --prune-method {self.method}: gradual pruning "
                               "is unstructured only; use --prune-schedule oneshot")
-        if self.method == "structured" and self.scope == "global":
-            raise ConfigError("invalid --prune-scope global with --prune-method structured: structured pruning "
-                              "ranks units within each layer; use --prune-scope layerwise")
+        if self.method != "unstructured" and self.scope == "global":
+            raise ConfigError(f"invalid --prune-scope global with --prune-method {self.method}: it ranks weights "
+                              "within each layer; use --prune-scope layerwise")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ class LeNet5(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.dropout > 0):
             return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.dropout
+        # drawn on the CPU (where the generator lives), then moved: the same masks on every device
+        keep = (torch.rand(x.shape, generator=self.generator) >= self.dropout).to(x.device)
         return x * keep / (1.0 - self.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

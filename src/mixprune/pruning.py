@@ -54,6 +54,21 @@ def l1_masks(model: nn.Module, conv_amount: float, fc_amount: float, scope: str 
     raise ValueError(f"pruning scope must be 'layerwise' or 'global', got {scope!r}")
 
 
+def semi_structured_masks(model: nn.Module, n_keep: int = 2, group: int = 4) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """N:M masks (default 2:4): in every run of `group` consecutive inputs of a row, the `n_keep` largest |w|
+    stay. Returns (masks for the layers whose rows divide into groups, reason per layer left out)."""
+    masks, skipped = {}, {}
+    for name, m in prunable(model):
+        w = m.weight.detach().flatten(1).contiguous()  # conv: [out, in * kh * kw], the im2col row
+        if w.shape[1] % group:
+            skipped[name] = f"rows of {w.shape[1]} inputs do not split into groups of {group}"
+            continue
+        g = w.abs().view(w.shape[0], -1, group)
+        keep = torch.zeros_like(g, dtype=torch.bool).scatter_(2, g.topk(n_keep, dim=2).indices, True)
+        masks[name] = keep.view_as(m.weight)
+    return masks, skipped
+
+
 def attach_masks(model: nn.Module, masks: dict[str, torch.Tensor],
                  bias_masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Attach masks with prune.custom_from_mask: the forward pass sees weight_orig * mask from now on.

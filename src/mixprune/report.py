@@ -170,11 +170,20 @@ def observations(results: dict) -> list[str]:
                    f"{fmt(drops['mixup_pruned'])} with it (paper: -1.43 and -0.67).")
     nz = _summ(results, "mixup_pruned", "params_nonzero")
     tot = _summ(results, "mixup_pruned", "params_total")
+    present = _summ(results, "mixup_pruned", "params_present")
     if nz and tot:
-        out.append(f"Pruned models keep {nz['mean']:.0f} of {tot['mean']:.0f} parameters nonzero, a "
-                   f"{100 * (1 - nz['mean'] / tot['mean']):.1f}% reduction (paper: 62.7%).")
+        line = (f"Pruned models keep {nz['mean']:.0f} of {tot['mean']:.0f} parameters nonzero, a "
+                f"{100 * (1 - nz['mean'] / tot['mean']):.1f}% reduction (paper: 62.7%)")
+        if present and present["mean"] < tot["mean"]:
+            line += f"; {present['mean']:.0f} remain physically in the slimmed network"
+        out.append(line + ".")
     lat = {n: _summ(results, n, "latency_ms_batch256") for n in ("baseline", "pruned")}
-    if all(lat.values()):
+    slim_lat = _summ(results, "pruned", "latency_ms_slim_batch256")
+    if all(lat.values()) and slim_lat:
+        out.append(f"Latency at batch 256: baseline {lat['baseline']['mean']:.3f} ms, pruned as stored "
+                   f"{lat['pruned']['mean']:.3f} ms, pruned and slimmed {slim_lat['mean']:.3f} ms "
+                   f"({lat['baseline']['mean'] / slim_lat['mean']:.2f}x faster than the baseline; paper: 119.3 -> 65.8 ms).")
+    elif all(lat.values()):
         out.append(f"Dense-kernel latency at batch 256: baseline {lat['baseline']['mean']:.3f} ms, pruned "
                    f"{lat['pruned']['mean']:.3f} ms: unstructured masks leave the dense computation unchanged, "
                    "so any difference is measurement noise (paper: 119.3 -> 65.8 ms).")

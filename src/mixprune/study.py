@@ -19,6 +19,7 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -30,14 +31,34 @@ from .atomic import ensure_dir, exclusive_dir, write_text_atomic
 from .backends import available_cores, run_tasks
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
-from .engine import (EpochRecord, FitSpec, Tensors, constant_lr, evaluate_loss_accuracy, fit, generator,
-                     lr_steps, memory_format, predict, resolve_device, steps_per_epoch)
+from .engine import (
+    EpochRecord,
+    FitSpec,
+    Tensors,
+    constant_lr,
+    evaluate_loss_accuracy,
+    fit,
+    generator,
+    lr_steps,
+    memory_format,
+    predict,
+    resolve_device,
+    steps_per_epoch,
+)
 from .evaluation import classification_metrics
-from .export import (export_onnx, gzip_size, latency_ms, load_model, quantize_onnx_int8, save_safetensors, save_sparse,
-                     verify_onnx)
+from .export import (
+    export_onnx,
+    gzip_size,
+    latency_ms,
+    load_model,
+    quantize_onnx_int8,
+    save_safetensors,
+    save_sparse,
+    verify_onnx,
+)
 from .model import LeNet5, count_nonzero, count_params, effective_macs, macs_per_image, weight_sparsity
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
-from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts
+from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
 from .slimming import slim, structured_keep, unit_masks
 
 SCHEMA_VERSION = 1
@@ -76,8 +97,11 @@ def environment(device: torch.device) -> dict[str, Any]:
     env["versions"] = {p: version(p) for p in ("mixprune", "torch", "torchvision", "numpy", "safetensors",
                                                 "torchmetrics", "rich")}
     env["versions"]["torch_build"] = torch.__version__  # e.g. 2.14.1+cu130: says which wheel ran
+    env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+        env["determinism_note"] = ("CUDA: cuDNN may choose non-deterministic convolution kernels and index_add/"
+                                   "scatter backward passes use atomics, so reruns can differ in the last digits")
     return env
 
 
@@ -97,6 +121,15 @@ def prepare_tensors(ds: Dataset, device: torch.device) -> Tensors:
                    to_model_inputs(ds.test_x, device).contiguous(memory_format=fmt), ds.test_y.to(device))
 
 
+def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: bool,
+             step_hook: Callable[[int], None] | None = None) -> FitSpec:
+    """The training settings of cfg for one phase (training or fine-tuning)."""
+    t = cfg.train
+    return FitSpec(epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
+                   eval_batch_size=t.eval_batch_size, mixup_alpha=cfg.mixup.alpha if mixup else None,
+                   step_hook=step_hook)
+
+
 def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer, name: str,
                 device: torch.device) -> Trained:
     """Model A (mixup=False) or B (mixup=True): same init and batch order for a given seed."""
@@ -104,9 +137,7 @@ def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Ob
     model = LeNet5(dropout=cfg.model.dropout, generator=generator(seed, "init"))
     model = model.to(device=device, memory_format=memory_format(device))
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
-    spec = FitSpec(epochs=t.epochs, lr=lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), batch_size=t.batch_size,
-                   momentum=t.momentum, weight_decay=t.weight_decay, eval_batch_size=t.eval_batch_size,
-                   mixup_alpha=cfg.mixup.alpha if mixup else None)
+    spec = fit_spec(cfg, t.epochs, lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), mixup)
     obs.phase_start(name, seed, t.epochs)
     hist = fit(model, data, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None,
                phase="train", callbacks=[lambda r: obs.epoch_end(name, seed, r)])
@@ -116,6 +147,10 @@ def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Ob
 def attach_pruning(cfg: StudyConfig, model: LeNet5, n_train: int) -> GradualPruner | None:
     """Put the configured masks on model; for the gradual schedule, return the step hook that grows them."""
     p = cfg.prune
+    if p.method == "2:4":
+        masks, _ = semi_structured_masks(model)
+        attach_masks(model, masks)
+        return None
     if p.method == "structured":
         keep = structured_keep(model, p.conv_amount, p.fc_amount, p.norm)
         attach_masks(model, unit_masks(model, keep), bias_masks=keep)
@@ -138,12 +173,11 @@ def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: in
     extra: dict[str, Any] = {}
     if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
         extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
-    spec = FitSpec(epochs=p.finetune_epochs, lr=constant_lr(p.finetune_lr), batch_size=t.batch_size,
-                   momentum=t.momentum, weight_decay=t.weight_decay, eval_batch_size=t.eval_batch_size,
-                   mixup_alpha=cfg.mixup.alpha if mixup else None, step_hook=hook)
+    ft_mixup = {"inherit": mixup, "always": True, "never": False}[p.finetune_mixup]
+    spec = fit_spec(cfg, p.finetune_epochs, constant_lr(p.finetune_lr), ft_mixup, hook)
     obs.phase_start(name, seed, p.finetune_epochs)
     hist = fit(model, data, spec, generator(seed, "finetune-order"),
-               generator(seed, "finetune-mixup") if mixup else None, phase="finetune",
+               generator(seed, "finetune-mixup") if ft_mixup else None, phase="finetune",
                callbacks=[lambda r: obs.epoch_end(name, seed, r)])
     if hook is not None and p.finetune_epochs == 0:
         hook(hook.end_step)  # no steps to spread it over: prune at once
