@@ -78,21 +78,21 @@ def test_corrupt_gzip_is_named(tiny_dir):
         D.load_fashion_mnist(tiny_dir, spec=TINY)
 
 
-def test_swapped_images_and_labels(tiny_dir):
-    a, b = tiny_dir / "train-images-idx3-ubyte.gz", tiny_dir / "train-labels-idx1-ubyte.gz"
+def swap(a, b) -> None:
     da, db = a.read_bytes(), b.read_bytes()
     a.write_bytes(db)
     b.write_bytes(da)
+
+
+def test_swapped_images_and_labels(tiny_dir):
+    swap(tiny_dir / "train-images-idx3-ubyte.gz", tiny_dir / "train-labels-idx1-ubyte.gz")
     with pytest.raises(DataError, match="magic number is 0x00000801 .*expected 0x00000803.*swapped"):
         D.load_fashion_mnist(tiny_dir, spec=TINY)
 
 
 def test_swapped_splits_fail_on_counts(tiny_dir):
     for kind in ("images-idx3", "labels-idx1"):
-        a, b = tiny_dir / f"train-{kind}-ubyte.gz", tiny_dir / f"t10k-{kind}-ubyte.gz"
-        da, db = a.read_bytes(), b.read_bytes()
-        a.write_bytes(db)
-        b.write_bytes(da)
+        swap(tiny_dir / f"train-{kind}-ubyte.gz", tiny_dir / f"t10k-{kind}-ubyte.gz")
     with pytest.raises(DataError, match="holds 20 examples, expected 40 for the train split"):
         D.load_fashion_mnist(tiny_dir, spec=TINY)
 
