@@ -160,7 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"{SCHEMA_VERSION}: re-run the study with this version, or use the mixprune that wrote it")
     try:
         write_report(results, paths)
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
         raise OutputError(f"{paths.results_json} lacks expected content ({exc!r}); was it written by mixprune?") from None
     out.print(f"wrote {paths.report_md}")
     return 0

@@ -42,3 +42,40 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
            "confusion": confusion.tolist()}
     out.update(per_class_scores(confusion))
     return out
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    return float(multiclass_calibration_error(logits.float().cpu().softmax(1), labels.cpu(),
+                                              num_classes=logits.shape[1], n_bins=bins, norm="l1"))
+
+
+@torch.no_grad()
+def noise_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float,
+                   generator: torch.Generator, batch_size: int = 1000) -> float:
+    """Accuracy (%) on x + N(0, sigma^2) noise, sigma in normalized input units (inputs span [-1, 1])."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        noise = torch.randn(xb.shape, generator=generator).to(xb.device) * sigma
+        correct += int((model(xb + noise).argmax(1) == y[i:i + batch_size]).sum())
+    return 100.0 * correct / len(x)
+
+
+def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
+                  batch_size: int = 1000) -> float:
+    """Accuracy (%) under the fast gradient sign attack (Goodfellow et al. 2015) of size epsilon in
+    normalized input units, inputs clipped to the valid range [-1, 1]."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].clone().requires_grad_(True)
+        yb = y[i:i + batch_size]
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(xb), yb), xb)
+        with torch.no_grad():
+            adv = (xb + epsilon * grad.sign()).clamp(-1.0, 1.0)
+            correct += int((model(adv).argmax(1) == yb).sum())
+    return 100.0 * correct / len(x)

@@ -205,6 +205,15 @@ def observations(results: dict) -> list[str]:
     return out
 
 
+def claims_table(results: dict) -> str:
+    from .audit import audit_claims
+
+    rows = results.get("claims") or audit_claims(results)
+    return table(["", "Claim", "Paper", "Ours: mean [95% CI]", "p", "Verdict", "How decided"],
+                 [[r["id"], r["claim"], r["paper"], r["ours"], "-" if r["p_value"] is None else f"{r['p_value']:.3g}",
+                   f"**{r['verdict']}**", r["reason"]] for r in rows])
+
+
 def render_report(results: dict) -> str:
     cfg, env, data = results["config"], results["environment"], results.get("data", {})
     parts = ["# mixprune reproduce: report", "",
@@ -216,6 +225,9 @@ def render_report(results: dict) -> str:
              f"{env['versions'].get('torch')}, {env['torch_threads']} threads.", "",
              "Ours: mean ± sample standard deviation over seeds. Every number in an 'Ours' column was measured "
              "by this run; 'Paper' columns quote the paper.", "",
+             "## Claims audit", "", claims_table(results), "",
+             "Statistical claims need at least 5 seeds for a verdict (`--seeds 0 1 2 3 4`); paired tests compare "
+             "models that share initial weights and data order, seed by seed.", "",
              "## Table 2: Mixup vs Baseline", "", table2(results), "",
              "## Table 3: pruning and fine-tuning", "", table3(results), "",
              "Parameter reduction = 1 - nonzero / total parameters (biases included). Drop = pruned accuracy "

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .atomic import ensure_dir, exclusive_dir, write_text_atomic
+from .audit import audit_claims
 from .backends import available_cores, run_tasks
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
@@ -45,7 +46,7 @@ from .engine import (
     resolve_device,
     steps_per_epoch,
 )
-from .evaluation import classification_metrics
+from .evaluation import classification_metrics, expected_calibration_error, fgsm_accuracy, noise_accuracy
 from .export import (
     export_onnx,
     gzip_size,
@@ -211,11 +212,22 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     last = [r.test_accuracy for r in trained.history[-3:]]
     if last:
         metrics["test_accuracy_range_last3"] = max(last) - min(last)
+    metrics.update(robustness(model, logits, data, seed))
     small = slim(model)
     metrics.update(params_present=count_params(small), widths=list(small.widths), macs_slim=macs_per_image(small),
                    macs_effective=effective_macs(model))
     metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed))
     return metrics
+
+
+NOISE_SIGMA, FGSM_EPSILON = 0.3, 0.05  # in normalized input units: inputs span [-1, 1]
+
+
+def robustness(model: LeNet5, logits: torch.Tensor, data: Tensors, seed: int) -> dict[str, float]:
+    """Calibration and robustness on the test split: ECE, accuracy under Gaussian noise and under FGSM."""
+    return {"ece": expected_calibration_error(logits, data.test_y),
+            "noise_accuracy": noise_accuracy(model, data.test_x, data.test_y, NOISE_SIGMA, generator(seed, "noise")),
+            "fgsm_accuracy": fgsm_accuracy(model, data.test_x, data.test_y, FGSM_EPSILON)}
 
 
 def write_artifacts(cfg: StudyConfig, model: LeNet5, small: LeNet5, logits: torch.Tensor, data: Tensors,
@@ -382,6 +394,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
         for (seed, name), t in sorted(trained.items(), key=lambda kv: _model_order(kv[0])):
             results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, t))
             _record(results, name, seed, results["models"][name]["seeds"][str(seed)])
+    results["claims"] = audit_claims(results)
     _write(results, trained, paths)
     return results
 
