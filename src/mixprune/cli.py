@@ -1,6 +1,7 @@
 """Command line: argument parsing, progress display and exit codes; all work is done by the Python API.
 
     mixprune reproduce [--seeds 0 1 2] [--epochs 10] ... [--config study.toml]
+    mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
     mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
     mixprune data check [--data-dir D] # locate and verify the dataset
