@@ -181,3 +181,23 @@ def test_ctrl_c_exits_130_and_keeps_finished_work(tmp_path, real_data_dir):
     assert "interrupted" in err and "Traceback" not in err
     results = json.loads((out / "results.json").read_text())
     assert any(e["seeds"] for e in results["models"].values())
+
+
+def test_sweep_bad_grid_is_one_line(tmp_path, capsys):
+    assert main(["sweep", "--grid", "mixup.alpha=zero", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "mixprune: error: --grid mixup.alpha: 'zero' is not a valid float"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.realdata
+def test_sweep_end_to_end_on_real_subset(tmp_path, real_data_dir):
+    out = tmp_path / "sw"
+    args = ["sweep", "--grid", "mixup.alpha=0.2,1.0", "--data-dir", str(real_data_dir), "--train-subset", "3000",
+            "--test-subset", "500", "--epochs", "1", "--finetune-epochs", "1", "--seeds", "0", "--workers", "1",
+            "--no-latency", "--no-onnx", "--out", str(out)]
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "| mixup.alpha | baseline |" in res.stdout and len(list((out / "runs").iterdir())) == 2
+    again = cli(*args)
+    assert again.returncode == 0 and "2 cells (2 already complete)" in again.stderr

@@ -1,6 +1,7 @@
 """Command line: argument parsing, progress display and exit codes; all work is done by the Python API.
 
     mixprune reproduce [--seeds 0 1 2] [--epochs 10] ... [--config study.toml]
+    mixprune sweep --grid mixup.alpha=0.2,1.0 [--grid ...] [study flags]   # one run per grid cell
     mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
     mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", metavar="FILE", help="TOML file with the same fields (sections data, model, "
                      "train, mixup, prune, bench); flags given on the command line win")
     _add_config_flags(rep)
+    sw = sub.add_parser("sweep", help="run the study over a grid of config values, one resumable run directory "
+                        "per cell", description="Run the study for every combination of --grid values; other "
+                        "flags set the base config. Re-running skips finished cells.")
+    sw.add_argument("--grid", action="append", required=True, metavar="FIELD=V1,V2",
+                    help="a config field and its values, e.g. mixup.alpha=0.2,1.0 or prune.fc_amount=0.5,0.9; repeat "
+                    "for more dimensions")
+    sw.add_argument("--config", metavar="FILE", help="TOML file for the base config")
+    _add_config_flags(sw)
     b = sub.add_parser("bench", help="latency of every form of a model (eager dense/slimmed/CSR, ONNX Runtime "
                        "fp32/int8) at several batch sizes and thread counts, with a verdict per model")
     b.add_argument("path", metavar="PATH", help="a model file (.safetensors) or a run directory of `mixprune reproduce`")
@@ -89,6 +98,8 @@ class RichObserver:
         self.tasks: dict[tuple[str, int], TaskID] = {}  # (model, seed) -> bar; chains run side by side
 
     def phase_start(self, model: str, seed: int, epochs: int) -> None:
+        if (model, seed) in self.tasks:  # the same model of the next sweep cell: replace its bar
+            self.progress.remove_task(self.tasks[(model, seed)])
         task = self.progress.add_task(f"seed {seed} {model}", total=max(epochs, 1), acc="")
         self.tasks[(model, seed)] = task
         if epochs == 0:
@@ -127,12 +138,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .api import reproduce
     from .report import observations
 
-    cfg = load_config_file(args.config) if args.config else StudyConfig()
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    cfg = with_overrides(cfg, overrides)
-    columns = [TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[acc]}")]
-    with Progress(*columns, console=err, transient=False) as progress:
+    cfg = _base_config(args, ())
+    with _progress(transient=False) as progress:
         results = reproduce(cfg, observer=RichObserver(progress))  # type: ignore[arg-type]
     out.print(summary_table(results))
     for line in observations(results):
@@ -164,6 +171,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
         raise OutputError(f"{paths.results_json} lacks expected content ({exc!r}); was it written by mixprune?") from None
     out.print(f"wrote {paths.report_md}")
+    return 0
+
+
+def _progress(transient: bool) -> Progress:
+    return Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[acc]}"), console=err, transient=transient)
+
+
+def _base_config(args: argparse.Namespace, skip: tuple[str, ...]) -> StudyConfig:
+    cfg = load_config_file(args.config) if args.config else StudyConfig()
+    return with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .paths import default_out_dir
+    from .sweep import parse_grid, run_sweep
+
+    grid = parse_grid(args.grid)
+    base = _base_config(args, ("grid",))
+    out_dir = Path(base.out) if base.out else default_out_dir("sweep")
+    with _progress(transient=True) as progress:
+        summary = run_sweep(base, grid, out_dir, observer=RichObserver(progress))  # type: ignore[arg-type]
+    out.print((out_dir / "sweep.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    done = sum(c["skipped"] for c in summary["cells"])
+    err.print(f"[bold]Done.[/bold] {len(summary['cells'])} cells ({done} already complete) in {out_dir}")
     return 0
 
 
@@ -210,7 +242,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"reproduce": cmd_reproduce, "bench": cmd_bench, "report": cmd_report, "data": cmd_data}
+    handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report,
+                "data": cmd_data}
     try:
         return handlers[args.command](args)
     except MixpruneError as exc:

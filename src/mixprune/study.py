@@ -374,7 +374,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     write_text_atomic(paths.config_toml, toml_text(cfg))
     tasks = [(cfg, seed, mixup) for seed in cfg.seeds for mixup in (False, True)]
     workers, threads = plan_workers(cfg, device, len(tasks))
-    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "output_dir": str(paths.root),
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(paths.root),
                                "config": to_dict(cfg), "environment": environment(device),
                                "execution": {"workers": workers, "threads_per_worker": threads},
                                "data": {"source": str(ds.source), "train_examples": len(ds.train_y),
@@ -395,6 +395,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
             results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, t))
             _record(results, name, seed, results["models"][name]["seeds"][str(seed)])
     results["claims"] = audit_claims(results)
+    results["complete"] = True  # a sweep skips this run when it meets it again
     _write(results, trained, paths)
     return results
 

@@ -1,0 +1,60 @@
+"""Sweeps: typed grids, one directory per cell, finished cells skipped, interrupted cells redone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mixprune import StudyConfig, load_fashion_mnist
+from mixprune.config import with_overrides
+from mixprune.errors import ConfigError
+from mixprune.sweep import cells, parse_grid, run_sweep
+
+from .helpers import TINY, write_idx_set
+
+
+def test_parse_grid_types_values_from_the_config():
+    grid = parse_grid(["mixup.alpha=0.2,1", "train.epochs=1,2", "prune.scope=layerwise,global", "bench.onnx=false"])
+    assert grid == {"mixup.alpha": [0.2, 1.0], "train.epochs": [1, 2], "prune.scope": ["layerwise", "global"],
+                    "bench.onnx": [False]}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("mixup.alpha", "expected FIELD=V1,V2"),
+    ("optim.lr=0.1", "unknown section 'optim'"),
+    ("train.nope=1", "not a field that can be swept"),
+    ("train.epochs=ten", "'ten' is not a valid int"),
+    ("seeds=1,2", "not a field that can be swept"),
+])
+def test_bad_grid_items(item, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_grid([item])
+
+
+def test_cells_validate_every_value_before_running():
+    with pytest.raises(ConfigError, match="--alpha"):
+        cells(StudyConfig(), {"mixup.alpha": [0.5, -1.0]})
+    names = [n for n, _ in cells(StudyConfig(), {"mixup.alpha": [0.2, 1.0], "prune.fc_amount": [0.5, 0.9]})]
+    assert len(names) == len(set(names)) == 4 and names[0].startswith("alpha=0.2_fc_amount=0.5-")
+
+
+def test_sweep_runs_each_cell_once_and_redoes_interrupted_ones(tmp_path):
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    base = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                          "bench.latency": False, "bench.onnx": False})
+    grid = {"mixup.alpha": [0.2, 1.0]}
+    first = run_sweep(base, grid, tmp_path / "sw", dataset=ds)
+    assert [c["skipped"] for c in first["cells"]] == [False, False]
+    assert all(c["accuracy"]["mixup"]["n"] == 2 for c in first["cells"])
+    run_dirs = sorted((tmp_path / "sw" / "runs").iterdir())
+    assert len(run_dirs) == 2 and all(json.loads((d / "results.json").read_text())["complete"] for d in run_dirs)
+    # simulate a kill in the middle of the second cell: its results are not complete
+    results = json.loads((run_dirs[1] / "results.json").read_text())
+    (run_dirs[1] / "results.json").write_text(json.dumps({**results, "complete": False}))
+    again = run_sweep(base, grid, tmp_path / "sw", dataset=ds)
+    skipped = {c["name"]: c["skipped"] for c in again["cells"]}
+    assert skipped == {run_dirs[0].name: True, run_dirs[1].name: False}
+    assert again["cells"][0]["accuracy"] == first["cells"][0]["accuracy"]
+    table = (tmp_path / "sw" / "sweep.md").read_text()
+    assert "| alpha | baseline | mixup | pruned | mixup_pruned |" in table.replace("mixup.alpha", "alpha")
