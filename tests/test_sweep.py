@@ -58,3 +58,14 @@ def test_sweep_runs_each_cell_once_and_redoes_interrupted_ones(tmp_path):
     assert again["cells"][0]["accuracy"] == first["cells"][0]["accuracy"]
     table = (tmp_path / "sw" / "sweep.md").read_text()
     assert "| alpha | baseline | mixup | pruned | mixup_pruned |" in table.replace("mixup.alpha", "alpha")
+
+
+def test_a_diverging_cell_is_recorded_and_the_rest_still_run(tmp_path):
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 2, "prune.finetune_epochs": 1, "workers": 1,
+                                          "bench.latency": False, "bench.onnx": False})
+    summary = run_sweep(base, {"train.lr": [1e12, 0.01]}, tmp_path / "sw", dataset=ds)
+    bad, good = summary["cells"]
+    assert "training loss became" in bad["failed"] and "accuracy" not in bad
+    assert "failed" not in good and good["accuracy"]["baseline"]["n"] == 1
+    assert "failed: train epoch" in (tmp_path / "sw" / "sweep.md").read_text()

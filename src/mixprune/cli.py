@@ -7,7 +7,8 @@
     mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
     mixprune data check [--data-dir D] # locate and verify the dataset
 
-Exit codes: 0 success, 2 bad input (one-line message, no traceback), 130 interrupted.
+Exit codes: 0 success, 1 a sweep cell failed (recorded in sweep.md), 2 bad input (one-line message, no
+traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -195,8 +196,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         summary = run_sweep(base, grid, out_dir, observer=RichObserver(progress))  # type: ignore[arg-type]
     out.print((out_dir / "sweep.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     done = sum(c["skipped"] for c in summary["cells"])
-    err.print(f"[bold]Done.[/bold] {len(summary['cells'])} cells ({done} already complete) in {out_dir}")
-    return 0
+    failed = [c["name"] for c in summary["cells"] if "failed" in c]
+    err.print(f"[bold]Done.[/bold] {len(summary['cells'])} cells ({done} already complete) in {out_dir}"
+              + (f"; failed: {', '.join(failed)} (see sweep.md)" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

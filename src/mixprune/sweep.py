@@ -6,7 +6,8 @@
 Each cell is a complete `reproduce` study (all seeds, all four models) written to
 `OUT/runs/<cell-name>-<hash of its resolved config>/`. A cell whose results.json says `"complete": true`
 is skipped when the sweep runs again; a cell that was interrupted is run again from the start, so a
-killed sweep loses at most the cell in flight. `OUT/sweep.json` and `OUT/sweep.md` list every cell with
+killed sweep loses at most the cell in flight. A cell whose training diverges (NaN/inf loss) is
+recorded as failed with the reason, and the other cells still run. `OUT/sweep.json` and `OUT/sweep.md` list every cell with
 the mean and 95% CI of each model's accuracy.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from .atomic import ensure_dir, write_text_atomic
 from .config import SECTIONS, StudyConfig, to_dict, with_overrides
 from .data import Dataset
+from .engine import TrainingDiverged
 from .errors import ConfigError
 from .stats import mean_ci
 
@@ -92,14 +94,18 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
     summary: dict[str, Any] = {"grid": grid, "base": to_dict(base), "cells": []}
     for name, cfg in todo:
         run_dir = out / "runs" / name
+        cell: dict[str, Any] = {"name": name, "values": {k: _get(cfg, k) for k in grid}}
         results = _complete(run_dir)
-        skipped = results is not None
+        cell["skipped"] = results is not None
         if results is None:
-            results = reproduce(with_overrides(cfg, {"out": str(run_dir)}), dataset=dataset, observer=observer)
-        values = {k: _get(cfg, k) for k in grid}
-        summary["cells"].append({"name": name, "values": values, "skipped": skipped,
-                                 "accuracy": {m: mean_ci([float(v["test_accuracy"]) for v in e["seeds"].values()])
-                                              for m, e in results["models"].items()}})
+            try:
+                results = reproduce(with_overrides(cfg, {"out": str(run_dir)}), dataset=dataset, observer=observer)
+            except TrainingDiverged as exc:  # this cell failed; the others still run (and a re-run retries it)
+                cell["failed"] = str(exc)
+        if results is not None:
+            cell["accuracy"] = {m: mean_ci([float(v["test_accuracy"]) for v in e["seeds"].values()])
+                                for m, e in results["models"].items()}
+        summary["cells"].append(cell)
         write_text_atomic(out / "sweep.json", json.dumps(summary, indent=1))
     write_text_atomic(out / "sweep.md", render_sweep(summary))
     return summary
@@ -116,6 +122,10 @@ def render_sweep(summary: dict[str, Any]) -> str:
     lines = ["# mixprune sweep", "", "Test accuracy (%), mean [95% CI] over seeds, per cell.", "",
              "| " + " | ".join(keys + list(models)) + " |", "|" + "---|" * (len(keys) + len(models))]
     for c in summary["cells"]:
+        if "failed" in c:
+            lines.append("| " + " | ".join([str(c["values"][k]) for k in keys] + [f"failed: {c['failed']}"] +
+                                           [""] * (len(models) - 1)) + " |")
+            continue
         accs = []
         for m in models:
             a = c["accuracy"][m]
