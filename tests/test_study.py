@@ -149,3 +149,14 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="No space left on device"):
         write_text_atomic(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_report_has_figures_and_a_self_contained_html(run):
+    _, _, out = run
+    report = (out / "report.md").read_text()
+    for png in ("training_curves", "confusion", "per_class_f1", "size_vs_accuracy"):
+        assert f"(plots/{png}.png)" in report
+        assert (out / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert "http" not in page and "src='plots/" not in page  # nothing fetched from anywhere

@@ -31,6 +31,15 @@ class RunPaths:
         return self.root / "report.md"
 
     @property
+    def report_html(self) -> Path:
+        """report.md as one self-contained page, figures embedded."""
+        return self.root / "report.html"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    @property
     def history_csv(self) -> Path:
         return self.root / "history.csv"
 

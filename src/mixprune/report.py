@@ -248,7 +248,30 @@ def render_report(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def figures_section(results: dict, paths: RunPaths) -> list[str]:
+    """Draw the figures from results.json and history.csv; markdown lines that show them."""
+    import csv
+
+    from .plots import write_plots
+
+    rows = list(csv.DictReader(paths.history_csv.open(encoding="utf-8"))) if paths.history_csv.is_file() else []
+    figures = write_plots(results, rows, paths.plots_dir)
+    captions = {"curves": "Test accuracy per epoch, mean over seeds", "f1": "Per-class F1, mean over seeds",
+                "confusion": "Confusion matrices, summed over seeds (rows: true class)",
+                "size": "File size of every artifact against the test accuracy of the decoded file"}
+    out = ["## Figures", ""]
+    for key, path in figures.items():
+        out += [f"![{captions[key]}]({path.relative_to(paths.root).as_posix()})", "", captions[key] + ".", ""]
+    return out
+
+
 def write_report(results: dict, paths: RunPaths) -> str:
+    """report.md, the figures in plots/, and report.html (self-contained) for one run."""
+    from .plots import markdown_to_html
+
     text = render_report(results)
+    head, sep, tail = text.partition("## Per-class F1")
+    text = head + "\n".join(figures_section(results, paths)) + "\n" + sep + tail
     write_text_atomic(paths.report_md, text)
+    write_text_atomic(paths.report_html, markdown_to_html(text, paths.root))
     return text

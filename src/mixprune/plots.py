@@ -1,0 +1,164 @@
+"""Figures for a study's report (matplotlib, Agg backend, PNG) and the self-contained report.html.
+
+    written = write_plots(results, history_rows, Path("runs/x/plots"))   # {"curves": Path, ...}
+    html = markdown_to_html(report_md_text, base_dir)                   # images embedded as data URIs
+
+Every figure is drawn from results.json / history.csv of the run, nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, ensure_dir
+from .data import CLASSES
+from .paths import MODEL_NAMES
+
+LABELS = {"baseline": "Baseline (A)", "mixup": "Mixup (B)", "pruned": "Pruned (C)", "mixup_pruned": "Mixup+Pruned (D)"}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def training_curves(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Test accuracy per epoch, mean over seeds, one line per model (fine-tuning continues the x axis)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name in MODEL_NAMES:
+        by_epoch: dict[int, list[float]] = {}
+        for r in rows:
+            if r["model"] == name:
+                by_epoch.setdefault(int(r["epoch"]), []).append(float(r["test_accuracy"]))
+        if by_epoch:
+            xs = sorted(by_epoch)
+            offset = 0 if name in ("baseline", "mixup") else max(
+                (int(r["epoch"]) for r in rows if r["model"] in ("baseline", "mixup")), default=0)
+            ax.plot([x + offset for x in xs], [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs], marker="o",
+                    label=LABELS[name])
+    ax.set_xlabel("epoch (fine-tuning epochs follow training)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrices(results: dict[str, Any], path: Path) -> Path:
+    """Confusion matrix of each model, summed over seeds, rows = true class."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
+    for ax, name in zip(axes, MODEL_NAMES):
+        mats = [np.array(m["confusion"]) for m in results["models"][name]["seeds"].values() if "confusion" in m]
+        total = sum(mats) if mats else np.zeros((10, 10))
+        ax.imshow(total, cmap="Blues")
+        ax.set_title(LABELS[name], fontsize=9)
+        ax.set_xticks(range(10), [c[:7] for c in CLASSES], rotation=90, fontsize=6)
+        ax.set_yticks(range(10), [c[:7] for c in CLASSES], fontsize=6)
+    return _save(fig, path)
+
+
+def per_class_f1(results: dict[str, Any], path: Path) -> Path:
+    """Per-class F1 (mean over seeds) of the four models, grouped by class."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.2
+    for i, name in enumerate(MODEL_NAMES):
+        f1 = results["models"][name]["summary"].get("per_class_f1", {}).get("mean")
+        if f1:
+            ax.bar([c + (i - 1.5) * width for c in range(len(f1))], [100 * v for v in f1], width, label=LABELS[name])
+    ax.set_xticks(range(10), CLASSES, rotation=30, fontsize=7)
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(50, 100)
+    ax.legend(fontsize=7, ncol=4)
+    return _save(fig, path)
+
+
+def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
+    """Every artifact as a point: bytes on disk against the accuracy of the decoded model (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    from .report import ARTIFACTS
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name in MODEL_NAMES:
+        s = results["models"][name]["summary"]
+        pts = []
+        for kind, _ in ARTIFACTS:
+            size = s.get(f"size_bytes_{kind}")
+            acc = s.get(f"test_accuracy_{kind}") or (s.get("onnx_test_accuracy") if kind == "onnx" else s.get("test_accuracy"))
+            if size and acc:
+                pts.append((size["mean"] / 1024, acc["mean"]))
+        if pts:
+            ax.scatter(*zip(*pts), label=LABELS[name], s=18)
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (KiB, log scale)")
+    ax.set_ylabel("test accuracy of the decoded file (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_plots(results: dict[str, Any], rows: list[dict[str, Any]], plots_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    ensure_dir(plots_dir)
+    return {"curves": training_curves(rows, plots_dir / "training_curves.png"),
+            "confusion": confusion_matrices(results, plots_dir / "confusion.png"),
+            "f1": per_class_f1(results, plots_dir / "per_class_f1.png"),
+            "size": size_vs_accuracy(results, plots_dir / "size_vs_accuracy.png")}
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def markdown_to_html(md: str, base: Path, title: str = "mixprune report") -> str:
+    """The markdown subset report.md uses (headings, paragraphs, bullets, pipe tables, images) as one
+    self-contained HTML page: images are embedded, nothing is fetched."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+           "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "img{max-width:100%}</style></head><body>"]
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            head, body = block[0], block[2:]  # block[1] is the |---| rule
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
+            out.append("</table>")
+            continue
+        img = re.match(r"!\[(.*?)\]\((.+?)\)", line)
+        if img:
+            data = base64.b64encode((base / img.group(2)).read_bytes()).decode()
+            out.append(f"<p><img alt='{html.escape(img.group(1))}' src='data:image/png;base64,{data}'></p>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            out.append(f"<ul><li>{_inline(line[2:])}</li></ul>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    return "\n".join(out + ["</body></html>"])
