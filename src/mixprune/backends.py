@@ -84,9 +84,13 @@ def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, th
               observer: Any) -> Iterator[Any]:
     """Yield task_fn(shared, task, observer) for every task, as each finishes."""
     if workers <= 1 or len(tasks) <= 1:
+        before = torch.get_num_threads()
         torch.set_num_threads(threads)
-        for task in tasks:
-            yield task_fn(shared, task, observer)
+        try:
+            for task in tasks:
+                yield task_fn(shared, task, observer)
+        finally:
+            torch.set_num_threads(before)  # the caller's setting, not ours, outside this loop
         return
     ctx = tmp.get_context("spawn")
     events = ctx.Queue()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backends import available_cores
-from .export import export_onnx, quantize_onnx_int8
+from .export import export_onnx, ort_session, quantize_onnx_int8, time_ms
 from .model import LeNet5, effective_macs, macs_per_image
 from .slimming import slim
 
@@ -51,18 +51,6 @@ class CsrLinearLeNet(nn.Module):
         return x
 
 
-def _time(fn: Callable[[], Any], threads: int, min_run_time: float) -> dict[str, float]:
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
-    for _ in range(3):
-        fn()  # warm-up
-    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
-    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3}
-
-
 def _torch_runner(model: nn.Module, batch: int) -> Callable[[], Any]:
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
@@ -73,12 +61,7 @@ def _torch_runner(model: nn.Module, batch: int) -> Callable[[], Any]:
 
 
 def _ort_runner(path: Path, batch: int, threads: int) -> Callable[[], Any]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads)
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).numpy()
     return lambda: session.run(["logits"], {"input": x})
 
@@ -108,7 +91,7 @@ def bench_model(model: LeNet5, batches: tuple[int, ...] = (1, 32, 256), threads:
             variants["ORT slimmed"] = lambda b, t: _ort_runner(slim_onnx, b, t)
         if int8_path is not None:
             variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t)
-        rows = [{"variant": v, "batch": b, "threads": t, **_time(make(b, t), t, min_run_time)}
+        rows = [{"variant": v, "batch": b, "threads": t, **time_ms(make(b, t), t, min_run_time)}
                 for v, make in variants.items() for t in threads for b in batches]
     return rows, verdicts(rows, macs, model.widths, small.widths) + [semi_structured_statement(model)], macs
 

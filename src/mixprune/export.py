@@ -8,13 +8,18 @@
     export_onnx(model, path); verify_onnx(path, torch_logits, x, y)   # ONNX Runtime vs PyTorch
 
 The sparse file stores, for each conv/FC weight, a packed bitmask of nonzero positions (1 bit per
-weight, uint8) and the nonzero values in fp16; biases are stored dense in fp16.
+weight, uint8) and the nonzero values in fp16 (or in int8 with one fp32 scale per tensor); biases are
+stored dense in fp16.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,49 +157,69 @@ def load_model(path: str | Path) -> LeNet5:
     return model.eval()
 
 
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Raise one logger to ERROR for the block, then restore it (libraries here log chatter at INFO/WARNING)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def time_ms(fn: Callable[[], Any], threads: int, min_run_time: float) -> dict[str, float]:
+    """Median and IQR in milliseconds of fn(), torch.utils.benchmark blocked runs after 5 warm-up calls."""
+    with quiet("torch.utils.cpp_extension"):  # imported by benchmark; warns about CUDA_HOME on CPU machines
+        from torch.utils import benchmark
+
+    for _ in range(5):
+        fn()  # warm-up: allocator, lazy kernel selection
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
+    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3}
+
+
 def latency_ms(model: nn.Module, batch: int, min_run_time: float = 0.5, threads: int | None = None,
                device: torch.device | str = "cpu") -> float:
     """Median milliseconds per forward pass of `batch` images, torch.utils.benchmark after warm-up."""
-    import logging
-
-    # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME warning on CPU-only machines.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
     model = model.eval().to(device)
     x = torch.zeros(batch, 1, 28, 28, device=device)
-    with torch.inference_mode():
-        for _ in range(5):  # warm-up: allocator, lazy kernel selection
-            model(x)
-    timer = benchmark.Timer(stmt="with torch.inference_mode(): model(x)", globals={"model": model, "x": x, "torch": torch},
-                            num_threads=threads or torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+    return time_ms(run, threads or torch.get_num_threads(), min_run_time)["median_ms"]
 
 
 def export_onnx(model: nn.Module, path: Path) -> int:
     """Write an ONNX file (dynamic batch, input 'input' [B,1,28,28], output 'logits' [B,10]); returns its size."""
     import copy
-    import logging
     import warnings
 
     net = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     batch = torch.export.Dim("batch", min=1)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings(), quiet("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter chatter about opset upgrades
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
     return path.stat().st_size
 
 
-def onnx_logits(path: Path, x: torch.Tensor, batch_size: int = 1000, threads: int = 0) -> torch.Tensor:
-    """Logits from ONNX Runtime (CPU) for normalized inputs x [N,1,28,28]."""
+def ort_session(path: Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session; threads > 0 fixes its intra-op thread count (0: ORT's default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(path: Path, x: torch.Tensor, batch_size: int = 1000, threads: int = 0) -> torch.Tensor:
+    """Logits from ONNX Runtime (CPU) for normalized inputs x [N,1,28,28]."""
+    session = ort_session(path, threads)
     xs = x.detach().cpu().contiguous().numpy()
     return torch.cat([torch.from_numpy(session.run(["logits"], {"input": xs[i:i + batch_size]})[0])
                       for i in range(0, len(xs), batch_size)])
@@ -213,8 +238,6 @@ def verify_onnx(path: Path, torch_logits: torch.Tensor, x: torch.Tensor, y: torc
 def quantize_onnx_int8(fp32_path: Path, int8_path: Path, calibration_x: torch.Tensor, batch_size: int = 100) -> int:
     """Static int8 quantization with ONNX Runtime (QDQ, per-channel int8 weights, int8 activations
     calibrated on `calibration_x`, MinMax); returns the int8 file's size."""
-    import logging
-
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     xs = calibration_x.detach().cpu().contiguous().numpy()
@@ -226,8 +249,8 @@ def quantize_onnx_int8(fp32_path: Path, int8_path: Path, calibration_x: torch.Te
         def get_next(self):  # type: ignore[override]
             return next(self.batches, None)
 
-    logging.getLogger("root").setLevel(logging.ERROR)  # ORT logs a pre-processing hint through the root logger
-    with atomic_path(int8_path) as tmp:
+    # ORT logs a pre-processing hint through the root logger; silence it for this call only
+    with atomic_path(int8_path) as tmp, quiet("root"):
         quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
     return int8_path.stat().st_size

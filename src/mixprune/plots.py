@@ -90,7 +90,7 @@ def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
     """Every artifact as a point: bytes on disk against the accuracy of the decoded model (mean over seeds)."""
     import matplotlib.pyplot as plt
 
-    from .report import ARTIFACTS
+    from .report import ARTIFACTS, artifact_accuracy
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name in MODEL_NAMES:
@@ -98,7 +98,7 @@ def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
         pts = []
         for kind, _ in ARTIFACTS:
             size = s.get(f"size_bytes_{kind}")
-            acc = s.get(f"test_accuracy_{kind}") or (s.get("onnx_test_accuracy") if kind == "onnx" else s.get("test_accuracy"))
+            acc = artifact_accuracy(s, kind)
             if size and acc:
                 pts.append((size["mean"] / 1024, acc["mean"]))
         if pts:

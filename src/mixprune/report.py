@@ -98,6 +98,15 @@ ARTIFACTS = (("fp32", "fp32 safetensors"), ("fp16", "fp16 safetensors"), ("spars
              ("onnx_int8", "ONNX int8 (static, QDQ)"))
 
 
+def artifact_accuracy(entry: dict, kind: str) -> Any:
+    """Accuracy to show for an artifact (per-seed metrics or a summary): its decoded-file accuracy where it is
+    lossy, ONNX Runtime's for the ONNX file, else the model's own."""
+    for key in (f"test_accuracy_{kind}", "onnx_test_accuracy" if kind == "onnx" else "test_accuracy"):
+        if entry.get(key) is not None:
+            return entry[key]
+    return None
+
+
 def ledger_table(results: dict) -> str:
     """Counts and MACs per model (mean over seeds)."""
     rows = []
@@ -117,8 +126,7 @@ def artifact_table(results: dict) -> str:
             size = _summ(results, name, f"size_bytes_{kind}")
             if not size:
                 continue
-            acc = _summ(results, name, f"test_accuracy_{kind}") or (
-                _summ(results, name, "onnx_test_accuracy") if kind == "onnx" else _summ(results, name, "test_accuracy"))
+            acc = artifact_accuracy(results["models"][name]["summary"], kind)
             rows.append([paper.LABELS[name], label, fmt(size, 0, show_n=False),
                          fmt(_summ(results, name, f"gzip_bytes_{kind}"), 0, show_n=False), fmt(acc, 2, show_n=False)])
     return table(["Model", "artifact", "bytes", "gzip -9 bytes", "test acc of the decoded file (%)"], rows)
@@ -132,7 +140,7 @@ def smallest_artifact(results: dict, min_accuracy: float = 0.0) -> str | None:
             for kind, label in ARTIFACTS:
                 if f"size_bytes_{kind}" not in m:
                     continue
-                acc = m.get(f"test_accuracy_{kind}", m.get("onnx_test_accuracy") if kind == "onnx" else m["test_accuracy"])
+                acc = artifact_accuracy(m, kind)
                 if acc is not None and acc >= min_accuracy and (best is None or m[f"size_bytes_{kind}"] < best[0]):
                     best = (m[f"size_bytes_{kind}"], m[f"gzip_bytes_{kind}"], paper.LABELS[name], seed, label, acc)
     if best is None:

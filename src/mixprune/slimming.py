@@ -1,7 +1,7 @@
 """Structured pruning and physical slimming: whole filters and neurons out, a smaller dense LeNet in.
 
     keep = structured_keep(model, conv_amount=0.5, fc_amount=0.5)   # {"conv1": bool[6], ...}
-    attach_masks(model, unit_masks(model, keep), biases=unit_bias_masks(keep))   # fine-tune with units off
+    attach_masks(model, unit_masks(model, keep), bias_masks=keep)   # fine-tune with the units off
     small = slim(make_permanent(model))     # LeNet5(widths=(3, 8, 60, 42)); small(x) == model(x)
 
 `slim` also turns an unstructured result into a smaller network: a unit (filter or neuron) whose
@@ -56,56 +56,48 @@ def _in_zero(layer: nn.Module) -> torch.Tensor:
     return ~layer.weight.detach().flatten(1).ne(0).any(1)
 
 
-def _out_zero(model: LeNet5, name: str) -> torch.Tensor:
-    w = getattr(model, NEXT[name]).weight.detach()
-    if name == "conv2":  # fc1 columns c*16 .. c*16+15 read channel c
-        w = w.view(w.shape[0], -1, POOLED_POSITIONS).transpose(0, 1).flatten(1)
-    elif name == "conv1":
-        w = w.transpose(0, 1).flatten(1)
-    else:
-        w = w.t()
-    return ~w.ne(0).any(1)
+def _reads(model: LeNet5, name: str) -> torch.Tensor:
+    """The next layer's weights grouped by the unit of `name` they read: [next units, units, k], a view.
+
+    k is what one unit feeds per next unit: 25 kernel taps (conv1 -> conv2), 16 pooled positions
+    (conv2 -> fc1, whose columns c*16 .. c*16+15 read channel c), or 1 (FC -> FC).
+    """
+    w = getattr(model, NEXT[name]).weight
+    if name == "conv2":
+        return w.view(w.shape[0], -1, POOLED_POSITIONS)
+    if w.dim() == 4:
+        return w.flatten(2)
+    return w.unsqueeze(2)
+
+
+def _removable(model: LeNet5, name: str) -> torch.Tensor:
+    """Bool vector of the units of `name` that can go without changing the outputs: no input or no use."""
+    dead = _in_zero(getattr(model, name)) | ~_reads(model, name).detach().ne(0).any(2).any(0)
+    if dead.all():
+        dead[0] = False  # keep one unit so every layer has a shape
+    return dead
 
 
 def removable_units(model: LeNet5) -> dict[str, torch.Tensor]:
     """Per unit layer, bool vector of units that can go without changing the outputs."""
-    out = {}
-    for name in UNIT_LAYERS:
-        dead = _in_zero(getattr(model, name)) | _out_zero(model, name)
-        if dead.all():
-            dead[0] = False  # keep one unit so every layer has a shape
-        out[name] = dead
-    return out
+    return {name: _removable(model, name) for name in UNIT_LAYERS}
 
 
 def _fold_constants(model: LeNet5, name: str, dead: torch.Tensor) -> None:
-    """Add the next layer's response to the constant relu(bias) of each input-dead unit to its bias."""
+    """Add the next layer's response to the constant relu(bias) of each input-dead unit to its bias
+    (a constant input map: every output of the next layer sees it through all of its k taps)."""
     layer, nxt = getattr(model, name), getattr(model, NEXT[name])
     const = torch.relu(layer.bias.detach()) * _in_zero(layer) * dead  # [units]; pooling keeps constants
-    if not const.any():
-        return
-    w = nxt.weight.detach()
-    if name == "conv1":  # constant input map: each conv2 output sums its whole kernel
-        delta = (w.sum((2, 3)) * const).sum(1)
-    elif name == "conv2":
-        delta = (w.view(w.shape[0], -1, POOLED_POSITIONS).sum(2) * const).sum(1)
-    else:
-        delta = w @ const
-    with torch.no_grad():
-        nxt.bias += delta
+    if const.any():
+        with torch.no_grad():
+            nxt.bias += (_reads(model, name).detach().sum(2) * const).sum(1)
 
 
 def _zero_inputs(model: LeNet5, name: str, dead: torch.Tensor) -> None:
     """Zero the next layer's weights that read dead units (their effect is folded or nil), so that
     units of the next layer left with no live input are found dead in turn."""
-    w = getattr(model, NEXT[name]).weight
     with torch.no_grad():
-        if name == "conv1":
-            w[:, dead] = 0
-        elif name == "conv2":
-            w.view(w.shape[0], -1, POOLED_POSITIONS)[:, dead] = 0
-        else:
-            w[:, dead] = 0
+        _reads(model, name)[:, dead] = 0
 
 
 def slim(model: LeNet5) -> LeNet5:
@@ -116,7 +108,7 @@ def slim(model: LeNet5) -> LeNet5:
     work.load_state_dict({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     keep = {}
     for name in UNIT_LAYERS:  # in forward order: folding changes the next layer's bias only
-        dead = removable_units(work)[name]
+        dead = _removable(work, name)
         _fold_constants(work, name, dead)
         _zero_inputs(work, name, dead)
         keep[name] = ~dead
