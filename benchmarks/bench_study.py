@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/bench_study.py                 # 3 repeats, plus 1-seed vs 5-seed scaling
     .venv/bin/python benchmarks/bench_study.py --repeats 1 --no-scaling
+    python benchmarks/bench_study.py --device cuda --no-stock    # on a GPU: CUDA graphs on and off
 
 "Stock" is the study written the way the PyTorch tutorials write it: torchvision's FashionMNIST with
 ToTensor + Normalize per sample, a DataLoader (batch 128, shuffle), nn.Module LeNet-5, the same
 optimizer, schedule, Mixup, torch.nn.utils.prune L1 pruning and fine-tuning, test-set evaluation
 after every epoch. Both sides: 1 seed, 10 training epochs per dense model, 3 fine-tuning epochs per
-pruned model, no latency measurement. Prints wall times, their ratio, training images per second and
+pruned model, no latency measurement. With --device cuda both sides run on the GPU (the stock side moves
+each batch there, as the tutorials do) and mixprune is also timed with --no-cuda-graphs. Prints wall times, their ratio, training images per second and
 the test accuracies of both sides. Not a test: nothing here asserts.
 """
 
@@ -57,7 +59,7 @@ def torchvision_root(tmp: Path) -> Path:
     return tmp
 
 
-def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
+def stock_study(root: Path, seed: int = 0, device: str = "cpu") -> dict[str, float]:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
@@ -71,6 +73,7 @@ def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
         correct = 0
         with torch.no_grad():
             for x, y in test_loader:
+                x, y = x.to(device), y.to(device)
                 correct += (model(x).argmax(1) == y).sum().item()
         model.train()
         return 100.0 * correct / len(test)
@@ -83,8 +86,9 @@ def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch)
             for x, y in loader:
+                x, y = x.to(device), y.to(device)
                 if mixup:
-                    lam, perm = beta.sample().item(), torch.randperm(len(x))
+                    lam, perm = beta.sample().item(), torch.randperm(len(x), device=device)
                     out = model(lam * x + (1 - lam) * x[perm])
                     loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
                 else:
@@ -98,7 +102,7 @@ def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
     torch.manual_seed(seed)
     acc = {}
     for name, mixup in (("baseline", False), ("mixup", True)):
-        dense = fit_stock(TutorialLeNet(), EPOCHS, lambda e: 0.01 if e < 8 else 0.001, mixup, seed)
+        dense = fit_stock(TutorialLeNet().to(device), EPOCHS, lambda e: 0.01 if e < 8 else 0.001, mixup, seed)
         acc[name] = evaluate(dense)
         for m in (dense.conv1, dense.conv2, dense.fc1, dense.fc2, dense.fc3):
             prune.l1_unstructured(m, "weight", amount=0.2 if isinstance(m, nn.Conv2d) else 0.3)
@@ -109,10 +113,11 @@ def stock_study(root: Path, seed: int = 0) -> dict[str, float]:
     return acc
 
 
-def mixprune_study(seeds: list[int], out: Path) -> dict[str, float]:
+def mixprune_study(seeds: list[int], out: Path, device: str = "cpu", graphs: bool = True, workers: int = 0) -> dict[str, float]:
     ds = load_fashion_mnist()
     # the stock side writes no files and times nothing: switch ONNX export and latency off here too
-    cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "bench.onnx": False, "out": str(out)})
+    cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "bench.onnx": False, "out": str(out),
+                                         "device": device, "train.cuda_graphs": graphs, "workers": workers})
     res = run_study(cfg, dataset=ds)
     return {n: e["summary"]["test_accuracy"]["mean"] for n, e in res["models"].items()}
 
@@ -127,31 +132,54 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-scaling", action="store_true", help="skip the 5-seed run")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--no-stock", action="store_true", help="time mixprune only")
+    ap.add_argument("--no-eager", action="store_true", help="on a GPU, skip the run without CUDA graphs")
+    ap.add_argument("--gpu-workers", type=int, nargs="*", default=[],
+                    help="on a GPU, also time --workers N (2: 1 seed; others: 5 seeds)")
     args = ap.parse_args()
+    dev = args.device
     images = TRAIN_N * (2 * EPOCHS + 2 * FT_EPOCHS)  # training images processed by one 4-model study
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, python {platform.python_version()}")
+    gpu = f", GPU {torch.cuda.get_device_name()}" if dev == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads{gpu}, "
+          f"torch {torch.__version__}, python {platform.python_version()}, device {dev}")
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(tmp))
+        if dev == "cuda":  # CUDA context creation is paid once per process; keep it out of every repeat
+            torch.zeros(1, device="cuda")
         stock_t, ours_t, stock_acc, ours_acc = [], [], [], []
         for rep in range(args.repeats):
-            t, a = timed(stock_study, root, rep)  # repeat r uses seed r on both sides
-            stock_t.append(t)
-            stock_acc.append(a)
-            t, b = timed(mixprune_study, [rep], Path(tmp) / f"ours{rep}")
+            if not args.no_stock:
+                t, a = timed(stock_study, root, rep, dev)  # repeat r uses seed r on both sides
+                stock_t.append(t)
+                stock_acc.append(a)
+            t, b = timed(mixprune_study, [rep], Path(tmp) / f"ours{rep}", dev)
             ours_t.append(t)
             ours_acc.append(b)
-            print(f"repeat {rep + 1}: stock {stock_t[-1]:.1f} s, mixprune {ours_t[-1]:.1f} s, "
-                  f"ratio {stock_t[-1] / ours_t[-1]:.2f}x")
-        s, o = statistics.median(stock_t), statistics.median(ours_t)
-        print(f"\n4-model study, 1 seed, median of {args.repeats} (seeds 0..{args.repeats - 1}): stock {s:.1f} s ({images / s:,.0f} img/s), "
-              f"mixprune {o:.1f} s ({images / o:,.0f} img/s): mixprune is {s / o:.2f}x faster")
-        for name in stock_acc[0]:
-            print(f"  mean test accuracy {name:13s} stock {statistics.fmean(a[name] for a in stock_acc):.2f}%  "
-                  f"mixprune {statistics.fmean(a[name] for a in ours_acc):.2f}%")
+            line = f"repeat {rep + 1}: mixprune {ours_t[-1]:.1f} s"
+            if stock_t:
+                line += f", stock {stock_t[-1]:.1f} s, ratio {stock_t[-1] / ours_t[-1]:.2f}x"
+            print(line, flush=True)
+        o = statistics.median(ours_t)
+        line = f"\n4-model study, 1 seed, median of {args.repeats} (seeds 0..{args.repeats - 1}): mixprune {o:.1f} s ({images / o:,.0f} img/s)"
+        if stock_t:
+            s = statistics.median(stock_t)
+            line += f", stock {s:.1f} s ({images / s:,.0f} img/s): mixprune is {s / o:.2f}x faster"
+        print(line)
+        for name in ours_acc[0]:
+            stock = f"  stock {statistics.fmean(a[name] for a in stock_acc):.2f}%" if stock_acc else ""
+            print(f"  mean test accuracy {name:13s} mixprune {statistics.fmean(a[name] for a in ours_acc):.2f}%{stock}")
+        if dev == "cuda" and not args.no_eager:
+            t, acc = timed(mixprune_study, [0], Path(tmp) / "eager", dev, False)
+            print(f"\nwithout CUDA graphs (--no-cuda-graphs), seed 0: {t:.1f} s; accuracy "
+                  + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()))
         if not args.no_scaling:
-            t5, _ = timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "ours5")
+            t5, _ = timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "ours5", dev)
             print(f"\nscaling: 5 seeds {t5:.1f} s vs 1 seed {o:.1f} s = {t5 / o:.2f}x the wall time of 1 seed")
+        for w in args.gpu_workers if dev == "cuda" else ():
+            seeds = [0] if w == 2 else [0, 1, 2, 3, 4]
+            t, _ = timed(mixprune_study, seeds, Path(tmp) / f"w{w}", dev, True, w)
+            print(f"--workers {w}: {len(seeds)} seed(s) {t:.1f} s ({t / o:.2f}x the 1-seed, 1-process time)", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class FitSpec:
     mixup_alpha: float | None = None  # None: plain cross-entropy
     eval_batch_size: int = 1000
     step_hook: Callable[[int], None] | None = None  # called after every optimizer step with the step count
+    cuda_graphs: bool = False  # on a GPU, replay each full-batch step as a CUDA graph (see GraphedSteps)
 
 
 @dataclass(frozen=True)
@@ -127,25 +128,135 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)  # the last, partial batch counts
 
 
+def draw_mixup(n: int, batch_size: int, alpha: float, gen: torch.Generator) -> tuple[list[float], torch.Tensor]:
+    """One epoch's Mixup draws, batch after batch in the order fit consumes them: (lambdas, partners).
+
+    partners[i:i + b] is the partner permutation (values 0..b-1) of the batch that starts at i; drawing
+    the epoch at once gives the same numbers as drawing per batch and moves them to the device once."""
+    lams, perms = [], []
+    for i in range(0, n, batch_size):
+        lam, perm = sample_mixup(min(batch_size, n - i), alpha, gen)
+        lams.append(lam)
+        perms.append(perm)
+    return lams, torch.cat(perms)
+
+
+def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, lam: float | torch.Tensor | None,
+               partner: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy of one batch, or the Mixup loss when lam is given (a float, or a 0-d device tensor)."""
+    if lam is None:
+        return F.cross_entropy(model(xb), yb)
+    return mixup_loss(model(mix_inputs(xb, lam, partner)), yb, lam, partner)
+
+
+class GraphedSteps:
+    """Full-batch training steps (forward, backward, SGD) replayed as CUDA graphs: one launch per step
+    instead of ~40, which is what bounds a net this small on a GPU. Inputs are copied into static
+    buffers; one graph per learning rate (the optimizer bakes lr in). Before capture, warm-up steps
+    run on a side stream (cuDNN/cuBLAS set-up, momentum buffers), then weights are restored and the
+    momentum buffers zeroed, which is exactly SGD's first step (buf = 0 * m + g = g)."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 batch_size: int, mixup: bool):
+        self.model, self.opt, self.mixup = model, opt, mixup
+        self.x = torch.zeros_like(x[:batch_size])  # same layout as the data: [batch, 1, 28, 28]
+        self.y = torch.zeros_like(y[:batch_size])
+        self.lam = torch.ones((), device=x.device)
+        self.partner = torch.arange(batch_size, device=x.device)
+        self.graphs: dict[float, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._warm_up()
+
+    def _loss(self) -> torch.Tensor:
+        return batch_loss(self.model, self.x, self.y, self.lam if self.mixup else None, self.partner)
+
+    def _step(self) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        loss = self._loss()
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def _drop_stale_autograd(self) -> None:
+        """Detach tensors that modules cache between calls (torch.nn.utils.prune keeps `weight` = weight_orig
+        * mask, with its autograd graph, until the next forward). A graph kept alive from an earlier step
+        ties the weights' gradient accumulators to the stream it ran on, and capture on another stream
+        then fails ('would make the legacy stream depend on a capturing blocking stream')."""
+        for module in self.model.modules():
+            for name, value in list(vars(module).items()):
+                if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                    setattr(module, name, value.detach())
+
+    def _warm_up(self) -> None:
+        self._drop_stale_autograd()
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        saved = [p.detach().clone() for p in params]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self._drop_stale_autograd()
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+            for p in params:
+                buf = self.opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.zero_()
+        self.opt.zero_grad(set_to_none=True)
+
+    def run(self, xb: torch.Tensor, yb: torch.Tensor, lam: float | None, partner: torch.Tensor | None,
+            lr: float) -> torch.Tensor:
+        """One step on a full batch; returns the (static) loss tensor of this step."""
+        if lr not in self.graphs:
+            self._drop_stale_autograd()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                loss = self._step()
+            self.graphs[lr] = (graph, loss.detach())  # detached: keep no autograd graph alive between steps
+            self._drop_stale_autograd()
+        self.x.copy_(xb)  # a device-to-device copy into the graph's input buffer
+        self.y.copy_(yb)
+        if lam is not None:
+            self.lam.fill_(lam)
+            self.partner.copy_(partner)
+        graph, loss = self.graphs[lr]
+        graph.replay()
+        return loss
+
+
+def use_graphs(model: nn.Module, x: torch.Tensor, spec: FitSpec) -> bool:
+    """CUDA graphs where they are safe: on a GPU, no per-step hook, no dropout (its masks come from a
+    CPU generator each step), and at least one full batch."""
+    return (spec.cuda_graphs and x.is_cuda and spec.step_hook is None and not getattr(model, "dropout", 0)
+            and len(x) >= spec.batch_size)
+
+
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 spec: FitSpec, order_gen: torch.Generator, mixup_gen: torch.Generator | None,
-                first_step: int = 0) -> float:
+                first_step: int = 0, graphed: GraphedSteps | None = None) -> float:
     """One pass over (x, y) in the order drawn from order_gen; returns the mean batch loss."""
     model.train()
     perm = torch.randperm(len(x), generator=order_gen).to(x.device)
+    if spec.mixup_alpha is not None:
+        lams, partners = draw_mixup(len(x), spec.batch_size, spec.mixup_alpha, mixup_gen)
+        partners = partners.to(x.device)
+    lr = opt.param_groups[0]["lr"]
     total = torch.zeros((), device=x.device)
     batches = 0
     for i in range(0, len(x), spec.batch_size):
         idx = perm[i:i + spec.batch_size]
         xb, yb = x[idx], y[idx]
-        if spec.mixup_alpha is not None:
-            lam, partner = sample_mixup(len(idx), spec.mixup_alpha, mixup_gen)
-            loss = mixup_loss(model(mix_inputs(xb, lam, partner)), yb, lam, partner)
+        lam = lams[batches] if spec.mixup_alpha is not None else None
+        partner = partners[i:i + len(idx)] if spec.mixup_alpha is not None else None
+        if graphed is not None and len(idx) == spec.batch_size:
+            loss = graphed.run(xb, yb, lam, partner, lr)
         else:
-            loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            loss = batch_loss(model, xb, yb, lam, partner)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         total += loss.detach()
         batches += 1
         if spec.step_hook is not None:
@@ -159,8 +270,12 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
     """Train model in place for spec.epochs; evaluate on the test split after every epoch."""
     if spec.mixup_alpha is not None and mixup_gen is None:
         raise ValueError("Mixup needs a mixup_gen generator")
+    cuda = data.train_x.is_cuda
+    # fused SGD on a GPU: one kernel for the whole update (same arithmetic as the CPU's foreach path)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr(0), momentum=spec.momentum,
-                          weight_decay=spec.weight_decay)
+                          weight_decay=spec.weight_decay, fused=True if cuda else None)
+    graphed = (GraphedSteps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None)
+               if use_graphs(model, data.train_x, spec) else None)
     history = []
     for epoch in range(spec.epochs):
         lr = spec.lr(epoch)
@@ -168,7 +283,8 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
             group["lr"] = lr
         start = time.perf_counter()
         train_loss = train_epoch(model, opt, data.train_x, data.train_y, spec, order_gen, mixup_gen,
-                                 first_step=epoch * steps_per_epoch(len(data.train_x), spec.batch_size))
+                                 first_step=epoch * steps_per_epoch(len(data.train_x), spec.batch_size),
+                                 graphed=graphed)
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"{phase} epoch {epoch + 1}: training loss became {train_loss}; "

@@ -128,7 +128,7 @@ def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: b
     t = cfg.train
     return FitSpec(epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
                    eval_batch_size=t.eval_batch_size, mixup_alpha=cfg.mixup.alpha if mixup else None,
-                   step_hook=step_hook)
+                   step_hook=step_hook, cuda_graphs=t.cuda_graphs)
 
 
 def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer, name: str,
@@ -329,25 +329,44 @@ def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Obse
     return [(dense_name, dense), (pruned_name, pruned)]
 
 
+_ON_DEVICE: dict[tuple[int, str], Tensors] = {}  # per process: the shared CPU tensors, moved to the GPU once
+
+
+def on_device(data: Tensors, device: torch.device) -> Tensors:
+    """data on `device`: GPU workers receive CPU tensors (shared memory) and move them once per process."""
+    if data.train_x.device == device:
+        return data
+    key = (id(data), str(device))
+    if key not in _ON_DEVICE:
+        fmt = memory_format(device)
+        _ON_DEVICE[key] = Tensors(data.train_x.to(device).contiguous(memory_format=fmt), data.train_y.to(device),
+                                  data.test_x.to(device).contiguous(memory_format=fmt), data.test_y.to(device))
+    return _ON_DEVICE[key]
+
+
 def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool], obs: Observer) -> list[dict[str, Any]]:
     """Worker entry: run one chain, return plain payloads (state dicts, histories), never pickled modules."""
     cfg, seed, mixup = task
+    data = on_device(data, resolve_device(cfg.device))
     return [{"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
              "history": [r.as_dict() for r in t.history], "extra": t.extra}
             for name, t in run_chain(cfg, data, seed, mixup, obs)]
 
 
-def _from_payload(cfg: StudyConfig, p: dict[str, Any]) -> Trained:
+def _from_payload(cfg: StudyConfig, p: dict[str, Any], device: torch.device) -> Trained:
     model = LeNet5(dropout=cfg.model.dropout)
     model.load_state_dict(p["state"])
+    model = model.to(device=device, memory_format=memory_format(device))  # where the data is
     return Trained(model, [EpochRecord(**r) for r in p["history"]], p["extra"])
 
 
 def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int) -> tuple[int, int]:
-    """(worker processes, threads each): one chain per core on the CPU by default; one process on a GPU."""
+    """(worker processes, threads each): one chain per core on the CPU by default; on a GPU one process
+    unless --workers asks for more (each worker then drives the GPU with its own CUDA context)."""
     cores = available_cores()
     if device.type != "cpu":
-        return 1, cfg.threads or torch.get_num_threads()
+        workers = min(cfg.workers or 1, n_tasks)
+        return workers, cfg.threads or (torch.get_num_threads() if workers == 1 else 1)
     workers = min(cfg.workers or cores, n_tasks)
     return workers, cfg.threads or max(1, cores // workers)
 
@@ -383,9 +402,11 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                                "models": {n: {"seeds": {}, "summary": {}} for n in MODEL_NAMES}}
     trained: dict[tuple[int, str], Trained] = {}
     start = time.perf_counter()
-    for payload in run_tasks(_chain_task, tasks, data, workers, threads, obs):
+    # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
+    shared = data if workers <= 1 or device.type == "cpu" else prepare_tensors(ds, torch.device("cpu"))
+    for payload in run_tasks(_chain_task, tasks, shared, workers, threads, obs):
         for p in payload:
-            t = _from_payload(cfg, p)
+            t = _from_payload(cfg, p, device)
             trained[(p["seed"], p["name"])] = t
             _record(results, p["name"], p["seed"], measure(cfg, t, data, paths, p["name"], p["seed"]))
             obs.model_done(p["name"], p["seed"], results["models"][p["name"]]["seeds"][str(p["seed"])])

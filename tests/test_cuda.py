@@ -1,0 +1,91 @@
+"""The GPU path: CUDA-graph training steps equal eager ones, 2:4 kernels, a study on the GPU.
+
+Skipped where no CUDA device is present (CI); run on a GPU machine with `pytest tests/test_cuda.py`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mixprune.bench import semi_structured_gpu
+from mixprune.data import load_fashion_mnist
+from mixprune.config import StudyConfig, with_overrides
+from mixprune.engine import FitSpec, Tensors, fit, generator, lr_steps
+from mixprune.model import LeNet5
+from mixprune.pruning import attach_masks, make_permanent, semi_structured_masks
+from mixprune.study import run_study
+
+from .helpers import TINY
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(0)
+    t = Tensors(torch.randn(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g),
+                torch.randn(50, 1, 28, 28, generator=g), torch.randint(0, 10, (50,), generator=g))
+    return Tensors(*(x.cuda() for x in (t.train_x, t.train_y, t.test_x, t.test_y)))
+
+
+def _train(data, graphs: bool, alpha: float | None, masked: bool = False):
+    model = LeNet5(generator=torch.Generator().manual_seed(0)).cuda()
+    if masked:
+        attach_masks(model, semi_structured_masks(model)[0])
+    spec = FitSpec(epochs=3, lr=lr_steps(0.05, 2, 0.1), batch_size=64, mixup_alpha=alpha, cuda_graphs=graphs)
+    hist = fit(model, data, spec, generator(0, "order"), generator(0, "mixup") if alpha else None)
+    return model, hist
+
+
+@pytest.mark.parametrize("alpha", [None, 1.0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_graphed_steps_equal_eager(data, alpha, masked):
+    # 300 images in batches of 64: 4 graphed steps and one eager partial step per epoch; two LRs
+    eager, h1 = _train(data, False, alpha, masked)
+    graphed, h2 = _train(data, True, alpha, masked)
+    for (n, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), n
+    assert [r.train_loss for r in h1] == pytest.approx([r.train_loss for r in h2], rel=1e-4)
+
+
+def test_graphed_training_learns_and_repeats(data):
+    a, h = _train(data, True, None)
+    b, _ = _train(data, True, None)
+    assert h[-1].train_loss < h[0].train_loss
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_semi_structured_kernels_match_dense():
+    model = LeNet5(generator=torch.Generator().manual_seed(0))
+    attach_masks(model, semi_structured_masks(model)[0])
+    make_permanent(model)
+    rows, line = semi_structured_gpu(model, batches=(256,), min_run_time=0.05)
+    assert {r["variant"] for r in rows} == {"GPU fp16 dense FC (padded)", "GPU fp16 2:4 FC (padded)"}, line
+    assert rows[0]["max_abs_diff"] < 1e-2
+    dense_rows, line = semi_structured_gpu(LeNet5(), batches=(256,))
+    assert dense_rows == [] and "not 2:4 sparse" in line
+
+
+def test_study_runs_on_the_gpu(tiny_dir, tmp_path):
+    cfg = with_overrides(StudyConfig(), {"train.epochs": 2, "prune.finetune_epochs": 1, "train.batch_size": 8,
+                                         "seeds": [0], "device": "cuda", "out": str(tmp_path / "r")})
+    res = run_study(cfg, dataset=load_fashion_mnist(tiny_dir, spec=TINY))
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert saved["environment"]["device"].startswith("cuda") and "gpu" in saved["environment"]
+    assert set(res["models"]) == {"baseline", "mixup", "pruned", "mixup_pruned"}
+
+
+def test_gpu_workers_match_one_process(tiny_dir, tmp_path):
+    ds = load_fashion_mnist(tiny_dir, spec=TINY)
+    base = {"train.epochs": 2, "prune.finetune_epochs": 1, "train.batch_size": 8, "seeds": [0], "device": "cuda",
+            "bench.latency": False, "bench.onnx": False, "threads": 1}
+    one = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "a"), "workers": 1}), dataset=ds)
+    two = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "b"), "workers": 2}), dataset=ds)
+    assert two["execution"]["workers"] == 2
+    for name in one["models"]:
+        a, b = one["models"][name]["seeds"]["0"], two["models"][name]["seeds"]["0"]
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4), name
