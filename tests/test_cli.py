@@ -30,7 +30,7 @@ def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> 
 
 @pytest.mark.parametrize("args, fragments", [
     (["--epochs", "-1"], ["--epochs", ">= 0", "-1"]),
-    (["--alpha", "0"], ["--alpha", "> 0"]),
+    (["--alpha", "-0.5"], ["--alpha", ">= 0", "-0.5"]),
     (["--conv-amount", "1.0"], ["--conv-amount", "< 1"]),
     (["--fc-amount", "-0.5"], ["--fc-amount"]),
     (["--finetune-epochs", "-2"], ["--finetune-epochs"]),
@@ -67,7 +67,7 @@ def test_bad_config_file(tmp_path):
 
 def test_report_of_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert "results.json not found" in capsys.readouterr().err
+    assert "holds no complete run" in capsys.readouterr().err  # neither a run nor a directory of runs
 
 
 def test_unwritable_output(tmp_path, real_data_dir):
@@ -87,7 +87,8 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
     assert res.returncode == 0, res.stderr
     assert "Mixup+Pruned (D)" in res.stdout and "31424" in res.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["data"] == {"source": str(real_data_dir), "train_examples": 8000, "test_examples": 1000}
+    assert results["data"] == {"source": str(real_data_dir), "train_examples": 8000, "test_examples": 1000,
+                               "evaluation": "test split"}
     for name in ("baseline", "mixup", "pruned", "mixup_pruned"):
         for seed in ("0", "1"):
             m = results["models"][name]["seeds"][seed]
@@ -149,6 +150,32 @@ def test_kill_9_keeps_finished_results_and_leaves_no_worker(tmp_path, real_data_
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert len(json.loads((out / "results.json").read_text())["models"]["mixup_pruned"]["seeds"]) == 2
+
+
+@pytest.mark.realdata
+def test_kill_9_in_a_sweep_loses_at_most_the_cell_in_flight(tmp_path, real_data_dir):
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "mixprune", "sweep", "--grid", "mixup.alpha=0.2,0.5,1.0", "--data-dir",
+            str(real_data_dir), "--train-subset", "3000", "--test-subset", "500", "--epochs", "2", "--finetune-epochs",
+            "1", "--seeds", "0", "--workers", "1", "--threads", "1", "--no-latency", "--no-onnx", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "sweep.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # sweep.json appears once the first cell is finished
+    assert proc.poll() is None, "the sweep finished before it could be killed; give it more work"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = json.loads((out / "sweep.json").read_text())["cells"]
+    assert len(finished) >= 1
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    cells = json.loads((out / "sweep.json").read_text())["cells"]
+    assert len(cells) == 3 and all("accuracy" in c for c in cells)
+    skipped = [c["name"] for c in cells if c["skipped"]]
+    assert set(skipped) >= {c["name"] for c in finished}  # nothing finished was lost or redone
 
 
 def test_report_refuses_results_of_another_version(tmp_path, capsys):

@@ -32,7 +32,6 @@ def test_defaults_are_the_paper_preset():
     (lambda: TrainConfig(epochs=-1), "--epochs"),
     (lambda: TrainConfig(batch_size=0), "--batch-size"),
     (lambda: TrainConfig(lr=0.0), "--lr"),
-    (lambda: MixupConfig(alpha=0.0), "--alpha"),
     (lambda: MixupConfig(alpha=-2.0), "--alpha"),
     (lambda: PruneConfig(conv_amount=1.0), "--conv-amount"),
     (lambda: PruneConfig(fc_amount=-0.1), "--fc-amount"),

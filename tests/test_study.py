@@ -154,9 +154,9 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_report_has_figures_and_a_self_contained_html(run):
     _, _, out = run
     report = (out / "report.md").read_text()
-    for png in ("training_curves", "confusion", "per_class_f1", "size_vs_accuracy"):
+    for png in ("training_curves", "confusion", "per_class_f1", "size_vs_accuracy", "layer_sparsity"):
         assert f"(plots/{png}.png)" in report
         assert (out / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 5 and "<table>" in page  # incl. per-layer sparsity
     assert "http" not in page and "src='plots/" not in page  # nothing fetched from anywhere

@@ -69,3 +69,56 @@ def test_a_diverging_cell_is_recorded_and_the_rest_still_run(tmp_path):
     assert "training loss became" in bad["failed"] and "accuracy" not in bad
     assert "failed" not in good and good["accuracy"]["baseline"]["n"] == 1
     assert "failed: train epoch" in (tmp_path / "sw" / "sweep.md").read_text()
+
+
+def test_bundled_studies_are_valid():
+    from mixprune.sweep import bundled_studies, load_study
+
+    assert set(bundled_studies()) == {"paper", "alpha-x-sparsity", "structured-vs-unstructured", "dropout", "cv5"}
+    sizes = {}
+    for name in bundled_studies():
+        cfg, grid = load_study(name)
+        sizes[name] = len(cells(cfg, grid))  # every cell's config validates
+    assert sizes == {"paper": 1, "alpha-x-sparsity": 30, "structured-vs-unstructured": 6, "dropout": 2, "cv5": 5}
+    cfg, grid = load_study("alpha-x-sparsity")
+    assert grid["mixup.alpha"][0] == 0.0 and isinstance(grid["prune.sparsity"][0], float)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[grid]\n\"train.epochs\" = 3\n", "must be a non-empty list"),
+    ("[grid]\n\"train.nope\" = [1]\n", "not a field that can be swept"),
+    ("[train]\nepochs = [1\n", "is not valid TOML"),
+    ("[train]\nepochz = 1\n", "unknown setting train.epochz"),
+    ("[grid]\n\"mixup.alpha\" = [\"x\"]\n", "'x' is not a valid float"),
+])
+def test_bad_study_files(tmp_path, text, message):
+    from mixprune.sweep import load_study
+
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_study(str(path))
+
+
+def test_cli_sweep_needs_a_grid_or_a_study(capsys):
+    from mixprune.cli import main
+
+    assert main(["sweep"]) == 2
+    assert "needs --grid" in capsys.readouterr().err
+    assert main(["sweep", "--study", "no-such-study"]) == 2
+    err = capsys.readouterr().err
+    assert "bundled studies: alpha-x-sparsity" in err and "Traceback" not in err
+
+
+def test_a_cell_from_another_results_format_runs_again(tmp_path):
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                          "bench.latency": False, "bench.onnx": False})
+    grid = {"mixup.alpha": [0.5]}
+    run_sweep(base, grid, tmp_path / "sw", dataset=ds)
+    (cell,) = (tmp_path / "sw" / "runs").iterdir()
+    results = json.loads((cell / "results.json").read_text())
+    (cell / "results.json").write_text(json.dumps({**results, "schema_version": 0}))
+    again = run_sweep(base, grid, tmp_path / "sw", dataset=ds)
+    assert again["cells"][0]["skipped"] is False
+    assert json.loads((cell / "results.json").read_text())["schema_version"] == results["schema_version"]

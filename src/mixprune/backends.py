@@ -1,13 +1,21 @@
-"""Where independent training tasks run: in this process, or in a pool of local worker processes.
+"""Where independent training tasks run: in this process, in a pool of local worker processes, or as
+Ray tasks on a Ray cluster.
 
     for result in run_tasks(task_fn, tasks, shared=data, workers=2, threads=1, observer=obs):
         ...   # results arrive as tasks finish
+    run_tasks(..., backend="ray", address="ray://head:10001")   # an existing Ray cluster
 
 `task_fn(shared, task, observer)` must be a module-level function (workers import it by name). `shared`
 (the dataset tensors) is sent to each worker once, through shared memory, when the worker starts.
 Workers are spawned, never forked: a fork of a process whose OpenMP pool is running can hang. Each
 worker sets its own thread count, so a task's numbers depend on `threads`, not on `workers`. Observer
 calls made in a worker travel back over a queue and reach `observer` in this process.
+
+With Ray, `shared` goes to the object store once, every task asks Ray for `threads` CPUs and sets
+that many torch threads, so its numbers equal a local worker's with the same `threads`. A Ray task's
+observer calls are recorded and replayed here when the task returns. With an address, mixprune's own
+code travels to the cluster (runtime_env py_modules); the cluster's Python needs torch and the other
+dependencies.
 """
 
 from __future__ import annotations
@@ -81,8 +89,11 @@ def _pump(events: Any, observer: Any, stop: threading.Event) -> None:
 
 
 def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, threads: int,
-              observer: Any) -> Iterator[Any]:
+              observer: Any, backend: str = "local", address: str | None = None) -> Iterator[Any]:
     """Yield task_fn(shared, task, observer) for every task, as each finishes."""
+    if backend == "ray":
+        yield from _run_ray(task_fn, tasks, shared, threads, observer, address)
+        return
     if workers <= 1 or len(tasks) <= 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -115,3 +126,68 @@ def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, th
     finally:
         stop.set()
         pump.join()
+
+
+class _Recorder:
+    """A Ray task's observer: keeps every call, to be replayed by the driver when the task returns."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, method: str) -> Callable[..., None]:
+        return lambda *args: self.calls.append((method, args))
+
+
+def _ray_entry(task_fn: Callable, shared: Any, task: Any, threads: int) -> tuple[Any, list[tuple[str, tuple]]]:
+    torch.set_num_threads(threads)
+    recorder = _Recorder()
+    return task_fn(shared, task, recorder), recorder.calls
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to the cluster at `address` (or start a local Ray instance); True if this call started it."""
+    from .errors import ConfigError
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray: Ray is not installed; pip install 'mixprune[ray]' "
+                          "(or use --backend local)") from None
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address:
+        import mixprune
+
+        kwargs["runtime_env"] = {"py_modules": [mixprune]}  # the driver's mixprune, not whatever is installed there
+    try:
+        ray.init(address=address or None, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--ray-address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+                          "check the address (e.g. ray://HOST:10001 or HOST:6379) or omit it for a local Ray") from None
+    return True
+
+
+def _run_ray(task_fn: Callable, tasks: list[Any], shared: Any, threads: int, observer: Any,
+             address: str | None) -> Iterator[Any]:
+    import ray
+
+    started = _start_ray(address)
+    remote = ray.remote(_ray_entry).options(num_cpus=threads, max_retries=0)
+    shared_ref = ray.put(shared)
+    pending = [remote.remote(task_fn, shared_ref, t, threads) for t in tasks]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                result, calls = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # re-raise the task's own error (e.g. TrainingDiverged)
+                raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+            for method, args in calls:
+                getattr(observer, method)(*args)
+            yield result
+    finally:
+        for ref in pending:  # an error or Ctrl-C: stop the rest
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()

@@ -4,6 +4,7 @@
     mixprune sweep --grid mixup.alpha=0.2,1.0 [--grid ...] [study flags]   # one run per grid cell
     mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
+    mixprune report SWEEP_DIR          # one report over every run below SWEEP_DIR (plots, Pareto fronts, C11)
     mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
     mixprune data check [--data-dir D] # locate and verify the dataset
 
@@ -66,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run the study over a grid of config values, one resumable run directory "
                         "per cell", description="Run the study for every combination of --grid values; other "
                         "flags set the base config. Re-running skips finished cells.")
-    sw.add_argument("--grid", action="append", required=True, metavar="FIELD=V1,V2",
+    sw.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                     help="a config field and its values, e.g. mixup.alpha=0.2,1.0 or prune.fc_amount=0.5,0.9; repeat "
-                    "for more dimensions")
+                    "for more dimensions; adds to (and wins over) the study file's grid")
+    sw.add_argument("--study", metavar="NAME|FILE", help="a study file (TOML: config fields and a [grid] table) or "
+                    "a bundled one: paper, alpha-x-sparsity, structured-vs-unstructured, dropout, cv5")
     sw.add_argument("--config", metavar="FILE", help="TOML file for the base config")
     _add_config_flags(sw)
     b = sub.add_parser("bench", help="latency of every form of a model (eager dense/slimmed/CSR, ONNX Runtime "
@@ -79,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
                    help="thread counts [default: 1 and all cores]")
     b.add_argument("--seconds", type=float, default=0.3, metavar="X", help="timed seconds per measurement [default: 0.3]")
-    r = sub.add_parser("report", help="re-render report.md from a run directory's results.json")
+    r = sub.add_parser("report", help="re-render report.md from a run directory's results.json, or write one report "
+                       "over every run below a directory (a sweep)")
     r.add_argument("run_dir", metavar="RUN_DIR")
     data = sub.add_parser("data", help="get or check the FashionMNIST files")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -155,6 +159,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     paths = RunPaths(Path(args.run_dir))
+    if not paths.root.is_dir():
+        raise OutputError(f"{paths.root} is not a directory; pass a run directory or a directory of runs (a sweep)")
+    if not paths.results_json.exists():  # a sweep, or any directory of runs: one report over all of them
+        from .compare import write_collection_report
+
+        write_collection_report(paths.root)
+        out.print(f"wrote {paths.root / 'report.md'} and report.html")
+        return 0
     try:
         results = json.loads(paths.results_json.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -189,8 +201,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .paths import default_out_dir
     from .sweep import parse_grid, run_sweep
 
-    grid = parse_grid(args.grid)
-    base = _base_config(args, ("grid",))
+    from .sweep import load_study
+
+    study_cfg, grid = load_study(args.study) if args.study else (None, {})
+    grid.update(parse_grid(args.grid))
+    if not grid and not args.study:
+        raise ConfigError("mixprune sweep needs --grid FIELD=V1,V2 or --study NAME|FILE")
+    cfg = load_config_file(args.config) if args.config else (study_cfg or StudyConfig())
+    base = with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config", "grid", "study")})
     out_dir = Path(base.out) if base.out else default_out_dir("sweep")
     with _progress(transient=True) as progress:
         summary = run_sweep(base, grid, out_dir, observer=RichObserver(progress))  # type: ignore[arg-type]

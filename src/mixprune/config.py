@@ -131,6 +131,15 @@ class DataConfig(Checked):
                             flag="--train-subset", lo=0)
     test_subset: int = opt(0, "use only the first N test images (0 = all 10,000); for quick checks",
                            flag="--test-subset", lo=0)
+    cv_fold: int = opt(-1, "k-fold cross-validation: hold out fold K (0-based) of the training images and evaluate "
+                       "on it instead of the test split; -1 = off (train on all, test on the test split)",
+                       flag="--cv-fold", lo=-1)
+    cv_folds: int = opt(5, "number of cross-validation folds (paper's Appendix E: 5)", flag="--cv-folds", lo=2)
+
+    def check(self) -> None:
+        if self.cv_fold >= self.cv_folds:
+            raise ConfigError(f"invalid --cv-fold (data.cv_fold): must be < --cv-folds ({self.cv_folds}), "
+                              f"got {self.cv_fold}")
 
 
 @dataclass(frozen=True)
@@ -162,8 +171,8 @@ class TrainConfig(Checked):
 @dataclass(frozen=True)
 class MixupConfig(Checked):
     SECTION = "mixup"
-    alpha: float = opt(1.0, "Mixup strength: lambda ~ Beta(alpha, alpha) (paper: 1.0); use the baseline "
-                       "for no Mixup", flag="--alpha", lo=0.0, lo_open=True)
+    alpha: float = opt(1.0, "Mixup strength: lambda ~ Beta(alpha, alpha) (paper: 1.0); 0 turns Mixup off, so "
+                       "that B and D train exactly as A and C (the alpha = 0 point of a sweep)", flag="--alpha", lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,9 @@ class PruneConfig(Checked):
                              flag="--conv-amount", lo=0.0, hi=1.0, hi_open=True)
     fc_amount: float = opt(0.3, "fraction of each FC layer's weights removed by L1 magnitude (paper: 0.3)",
                            flag="--fc-amount", lo=0.0, hi=1.0, hi_open=True)
+    sparsity: float | None = opt(None, "one fraction for every layer: sets both conv_amount and fc_amount (and "
+                                 "wins over them); the axis of sparsity sweeps", flag="--sparsity", lo=0.0, hi=1.0,
+                                 hi_open=True)
     scope: str = opt("layerwise", "layerwise: each layer loses its own fraction (paper); global: the same "
                      "number of weights is removed, chosen by magnitude across all layers",
                      flag="--prune-scope", choices=("layerwise", "global"))
@@ -197,6 +209,9 @@ class PruneConfig(Checked):
                               "always or never", flag="--finetune-mixup", choices=("inherit", "always", "never"))
 
     def check(self) -> None:
+        if self.sparsity is not None:
+            object.__setattr__(self, "conv_amount", self.sparsity)
+            object.__setattr__(self, "fc_amount", self.sparsity)
         if self.method != "unstructured" and self.schedule == "gradual":
             raise ConfigError(f"invalid --prune-schedule gradual with --prune-method {self.method}: gradual pruning "
                               "is unstructured only; use --prune-schedule oneshot")
@@ -227,7 +242,15 @@ class StudyConfig(Checked):
                        "at most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0)
     threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
                        "recorded", flag="--threads", lo=0)
+    backend: str = opt("local", "where training tasks run: local (this machine: processes over its cores) or ray "
+                       "(Ray tasks: a local Ray instance, or the cluster at --ray-address)", flag="--backend",
+                       choices=("local", "ray"))
+    ray_address: str | None = opt(None, "address of an existing Ray cluster for --backend ray (e.g. ray://HOST:10001); "
+                                  "default: start a local Ray instance", flag="--ray-address")
     out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>)", flag="--out")
+    cache_dir: str | None = opt(None, "directory of trained and measured models reused by any run whose settings "
+                                "for that model are identical (same data, training, seed, device, threads, "
+                                "versions); sweeps use OUT/cache", flag="--cache-dir")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -73,6 +73,17 @@ class Dataset:
         te = slice(None, test or None)
         return Dataset(self.train_x[tr], self.train_y[tr], self.test_x[te], self.test_y[te], self.source)
 
+    def cv_split(self, fold: int, folds: int) -> Dataset:
+        """Fold `fold` of `folds` of the training images becomes the evaluation split, the rest the training
+        split. Folds come from one fixed permutation (seed 0), so they are disjoint and cover every image."""
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+        order = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(0))
+        bounds = [len(order) * k // folds for k in range(folds + 1)]
+        held = order[bounds[fold]:bounds[fold + 1]]
+        rest = torch.cat([order[:bounds[fold]], order[bounds[fold + 1]:]])
+        return Dataset(self.train_x[rest], self.train_y[rest], self.train_x[held], self.train_y[held], self.source)
+
 
 def user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -100,6 +100,11 @@ def effective_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zero weights per conv/FC layer, e.g. {"conv1": 0.2, ..., "fc3": 0.3}."""
+    return {n: 1.0 - int(torch.count_nonzero(m.weight.detach())) / m.weight.numel() for n, m in prunable(model)}
+
+
 def weight_sparsity(model: nn.Module) -> float:
     """Fraction of zero entries among conv/FC weights (biases excluded: pruning never touches them)."""
     total = zeros = 0

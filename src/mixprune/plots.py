@@ -111,15 +111,100 @@ def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def mean_layer_sparsity(entry: dict[str, Any]) -> dict[str, float] | None:
+    """Per-layer fraction of zero weights of one model, mean over its seeds (None for older results)."""
+    per_seed = [m["layer_sparsity"] for m in entry["seeds"].values() if "layer_sparsity" in m]
+    if not per_seed:
+        return None
+    return {layer: sum(s[layer] for s in per_seed) / len(per_seed) for layer in per_seed[0]}
+
+
+def layer_sparsity_bars(series: dict[str, dict[str, float]], path: Path, title: str = "") -> Path:
+    """Grouped bars: the fraction of zero weights in each layer, one bar per series (model or run)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = list(next(iter(series.values())))
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    width = 0.8 / len(series)
+    for i, (label, per_layer) in enumerate(series.items()):
+        ax.bar(np.arange(len(layers)) + i * width - 0.4 + width / 2, [100 * per_layer[n] for n in layers], width,
+               label=label)
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_ylabel("weights pruned (%)")
+    ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
 def write_plots(results: dict[str, Any], rows: list[dict[str, Any]], plots_dir: Path) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     ensure_dir(plots_dir)
-    return {"curves": training_curves(rows, plots_dir / "training_curves.png"),
-            "confusion": confusion_matrices(results, plots_dir / "confusion.png"),
-            "f1": per_class_f1(results, plots_dir / "per_class_f1.png"),
-            "size": size_vs_accuracy(results, plots_dir / "size_vs_accuracy.png")}
+    out = {"curves": training_curves(rows, plots_dir / "training_curves.png"),
+           "confusion": confusion_matrices(results, plots_dir / "confusion.png"),
+           "f1": per_class_f1(results, plots_dir / "per_class_f1.png"),
+           "size": size_vs_accuracy(results, plots_dir / "size_vs_accuracy.png")}
+    layers = {LABELS[n]: mean_layer_sparsity(results["models"][n]) for n in ("pruned", "mixup_pruned")}
+    if all(layers.values()):
+        out["layers"] = layer_sparsity_bars(layers, plots_dir / "layer_sparsity.png")  # type: ignore[arg-type]
+    return out
+
+
+def accuracy_vs_sparsity(curves: dict[str, list[tuple[float, float, float, float]]], path: Path,
+                         ylabel: str) -> Path:
+    """One line per label (e.g. alpha) through (sparsity, mean, CI low, CI high) points, with a CI band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, pts in curves.items():
+        pts = sorted(pts)
+        xs = [100 * p[0] for p in pts]
+        ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=label)
+        ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15)
+    ax.set_xlabel("weights pruned (%)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pareto_plot(points: list[tuple[float, float, str]], front: list[tuple[float, float, str]], path: Path,
+                xlabel: str, log_x: bool = True) -> Path:
+    """Every (cost, accuracy) point in grey; the Pareto front (no point cheaper and more accurate) in red."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=10, color="0.6", label="model (mean over seeds)")
+    front = sorted(front)
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", marker="o", ms=4, label="Pareto front")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def best_alpha_plot(best: list[tuple[float, float]], path: Path) -> Path:
+    """The best Mixup alpha per sparsity (by mean accuracy) against the rule alpha = sqrt(sparsity)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    xs = np.linspace(0, 1, 101)
+    ax.plot(100 * xs, np.sqrt(xs), color="0.5", ls="--", label="alpha = sqrt(sparsity)")
+    ax.plot([100 * s for s, _ in best], [a for _, a in best], marker="o", color="tab:blue", label="best alpha measured")
+    ax.set_xlabel("weights pruned (%)")
+    ax.set_ylabel("Mixup alpha")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _inline(text: str) -> str:

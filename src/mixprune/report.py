@@ -266,7 +266,8 @@ def figures_section(results: dict, paths: RunPaths) -> list[str]:
     figures = write_plots(results, rows, paths.plots_dir)
     captions = {"curves": "Test accuracy per epoch, mean over seeds", "f1": "Per-class F1, mean over seeds",
                 "confusion": "Confusion matrices, summed over seeds (rows: true class)",
-                "size": "File size of every artifact against the test accuracy of the decoded file"}
+                "size": "File size of every artifact against the test accuracy of the decoded file",
+                "layers": "Weights pruned per layer (mean over seeds)"}
     out = ["## Figures", ""]
     for key, path in figures.items():
         out += [f"![{captions[key]}]({path.relative_to(paths.root).as_posix()})", "", captions[key] + ".", ""]

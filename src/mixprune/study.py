@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from .atomic import ensure_dir, exclusive_dir, write_text_atomic
+from .atomic import atomic_path, ensure_dir, exclusive_dir, write_text_atomic
 from .audit import audit_claims
 from .backends import available_cores, run_tasks
+from .cache import ModelCache, bench_key, data_fingerprint, model_key
 from .config import StudyConfig, to_dict
 from .data import Dataset, load_fashion_mnist, to_model_inputs
 from .engine import (
@@ -57,11 +58,21 @@ from .export import (
     save_sparse,
     verify_onnx,
 )
-from .model import LeNet5, count_nonzero, count_params, effective_macs, macs_per_image, weight_sparsity
+from .model import (
+    LeNet5,
+    count_nonzero,
+    count_params,
+    effective_macs,
+    layer_sparsity,
+    macs_per_image,
+    weight_sparsity,
+)
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
 from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
 from .slimming import slim, structured_keep, unit_masks
 
+# results.json's format. Raised when a field is removed or changes meaning; fields are only ever added
+# within a version, and readers treat added fields as optional (e.g. layer_sparsity, reused_models).
 SCHEMA_VERSION = 1
 ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
 CALIBRATION_IMAGES = 1000  # first training images, for int8 activation ranges
@@ -127,7 +138,8 @@ def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: b
     """The training settings of cfg for one phase (training or fine-tuning)."""
     t = cfg.train
     return FitSpec(epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
-                   eval_batch_size=t.eval_batch_size, mixup_alpha=cfg.mixup.alpha if mixup else None,
+                   eval_batch_size=t.eval_batch_size,
+                   mixup_alpha=cfg.mixup.alpha if mixup and cfg.mixup.alpha > 0 else None,  # alpha 0: Mixup off
                    step_hook=step_hook, cuda_graphs=t.cuda_graphs)
 
 
@@ -207,6 +219,7 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     metrics = classification_metrics(logits, data.test_y)
     total, nonzero = count_params(model), count_nonzero(model)
     metrics.update(params_total=total, params_nonzero=nonzero, sparsity=weight_sparsity(model),
+                   layer_sparsity=layer_sparsity(model),
                    compression_ratio=total / nonzero, param_reduction=1.0 - nonzero / total,
                    train_seconds=sum(r.seconds for r in trained.history),
                    macs_dense=macs_per_image(model), **trained.extra)
@@ -320,13 +333,36 @@ def toml_text(cfg: StudyConfig) -> str:
 CHAINS = {False: ("baseline", "pruned"), True: ("mixup", "mixup_pruned")}  # mixup? -> (dense, pruned)
 
 
-def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer) -> list[tuple[str, Trained]]:
-    """A then C (mixup=False) or B then D (mixup=True) for one seed; chains share nothing with each other."""
+def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer,
+              keys: tuple[str, str] | None = None) -> list[tuple[str, Trained, bool]]:
+    """A then C (mixup=False) or B then D (mixup=True) for one seed; chains share nothing with each other.
+    With cfg.cache_dir and keys (dense, pruned), a model already in the cache is loaded, not trained.
+    Returns (name, trained, loaded from the cache) per model."""
     dense_name, pruned_name = CHAINS[mixup]
     device = data.train_x.device
-    dense = train_dense(cfg, data, seed, mixup, obs, dense_name, device)
-    pruned = prune_and_finetune(cfg, data, dense, seed, mixup, obs, pruned_name)
-    return [(dense_name, dense), (pruned_name, pruned)]
+    cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir and keys else None
+    dense, hit_a = _trained_or_cached(cache, keys[0] if keys else "", cfg, device, obs, dense_name, seed,
+                                      lambda: train_dense(cfg, data, seed, mixup, obs, dense_name, device))
+    pruned, hit_b = _trained_or_cached(cache, keys[1] if keys else "", cfg, device, obs, pruned_name, seed,
+                                       lambda: prune_and_finetune(cfg, data, dense, seed, mixup, obs, pruned_name))
+    return [(dense_name, dense, hit_a), (pruned_name, pruned, hit_b)]
+
+
+def _trained_or_cached(cache: ModelCache | None, key: str, cfg: StudyConfig, device: torch.device, obs: Observer,
+                       name: str, seed: int, train: Callable[[], Trained]) -> tuple[Trained, bool]:
+    if cache is not None and (hit := cache.load_trained(key)) is not None:
+        state, history, extra = hit
+        model = LeNet5(dropout=cfg.model.dropout)
+        model.load_state_dict(state)
+        records = [EpochRecord(**r) for r in history]
+        obs.phase_start(name, seed, len(records))
+        for r in records:  # progress displays see the (recorded) epochs of the reused model
+            obs.epoch_end(name, seed, r)
+        return Trained(model.to(device=device, memory_format=memory_format(device)), records, extra), True
+    trained = train()
+    if cache is not None:
+        cache.save_trained(key, trained.model.state_dict(), [r.as_dict() for r in trained.history], trained.extra)
+    return trained, False
 
 
 _ON_DEVICE: dict[tuple[int, str], Tensors] = {}  # per process: the shared CPU tensors, moved to the GPU once
@@ -344,13 +380,18 @@ def on_device(data: Tensors, device: torch.device) -> Tensors:
     return _ON_DEVICE[key]
 
 
-def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool], obs: Observer) -> list[dict[str, Any]]:
+def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool, str | None], obs: Observer) -> list[dict[str, Any]]:
     """Worker entry: run one chain, return plain payloads (state dicts, histories), never pickled modules."""
-    cfg, seed, mixup = task
-    data = on_device(data, resolve_device(cfg.device))
+    cfg, seed, mixup, fingerprint = task
+    device = resolve_device(cfg.device)
+    data = on_device(data, device)
+    keys = None
+    if fingerprint is not None:
+        keys = tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads()) for n in CHAINS[mixup])
     return [{"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
-             "history": [r.as_dict() for r in t.history], "extra": t.extra}
-            for name, t in run_chain(cfg, data, seed, mixup, obs)]
+             "history": [r.as_dict() for r in t.history], "extra": t.extra, "cached": hit,
+             "key": keys[i] if keys else None}
+            for i, (name, t, hit) in enumerate(run_chain(cfg, data, seed, mixup, obs, keys))]
 
 
 def _from_payload(cfg: StudyConfig, p: dict[str, Any], device: torch.device) -> Trained:
@@ -364,6 +405,8 @@ def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int) -> tuple[
     """(worker processes, threads each): one chain per core on the CPU by default; on a GPU one process
     unless --workers asks for more (each worker then drives the GPU with its own CUDA context)."""
     cores = available_cores()
+    if cfg.backend == "ray":  # Ray schedules every task; each asks for --threads CPUs (default 1)
+        return n_tasks, cfg.threads or 1
     if device.type != "cpu":
         workers = min(cfg.workers or 1, n_tasks)
         return workers, cfg.threads or (torch.get_num_threads() if workers == 1 else 1)
@@ -382,6 +425,8 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     device = resolve_device(cfg.device)
     ds = dataset if dataset is not None else load_fashion_mnist(cfg.data.data_dir)
     ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset)
+    if cfg.data.cv_fold >= 0:  # the held-out fold replaces the test split
+        ds = ds.cv_split(cfg.data.cv_fold, cfg.data.cv_folds)
     data = prepare_tensors(ds, device)
     paths = RunPaths(Path(out_dir or cfg.out or default_out_dir()))  # created only once the data is good
     with exclusive_dir(paths.root):
@@ -392,34 +437,84 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                 obs: Observer) -> dict[str, Any]:
     ensure_dir(paths.models_dir)
     write_text_atomic(paths.config_toml, toml_text(cfg))
-    tasks = [(cfg, seed, mixup) for seed in cfg.seeds for mixup in (False, True)]
+    cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir else None
+    fingerprint = data_fingerprint(ds.train_x, ds.train_y, ds.test_x, ds.test_y) if cache else None
+    # alpha 0 (and no dropout, whose masks are drawn per model): B and D are A and C, bit for bit; train once
+    twins = cfg.mixup.alpha == 0 and cfg.model.dropout == 0
+    tasks = [(cfg, seed, mixup, fingerprint) for seed in cfg.seeds for mixup in ((False,) if twins else (False, True))]
     workers, threads = plan_workers(cfg, device, len(tasks))
+    cv = cfg.data.cv_fold >= 0
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(paths.root),
                                "config": to_dict(cfg), "environment": environment(device),
-                               "execution": {"workers": workers, "threads_per_worker": threads},
+                               "execution": {"backend": cfg.backend, "workers": workers, "threads_per_worker": threads,
+                                             "reused_models": [],
+                                             "note": ("alpha 0 turns Mixup off: Mixup (B) and Mixup+Pruned (D) are "
+                                                      "Baseline (A) and Pruned (C), trained and measured once")
+                                             if twins else None},
                                "data": {"source": str(ds.source), "train_examples": len(ds.train_y),
-                                        "test_examples": len(ds.test_y)},
+                                        "test_examples": len(ds.test_y),
+                                        "evaluation": (f"cross-validation fold {cfg.data.cv_fold} of {cfg.data.cv_folds} "
+                                                       "(held-out training images)") if cv else "test split"},
                                "models": {n: {"seeds": {}, "summary": {}} for n in MODEL_NAMES}}
     trained: dict[tuple[int, str], Trained] = {}
+    keys: dict[tuple[int, str], str] = {}
     start = time.perf_counter()
     # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
-    shared = data if workers <= 1 or device.type == "cpu" else prepare_tensors(ds, torch.device("cpu"))
-    for payload in run_tasks(_chain_task, tasks, shared, workers, threads, obs):
+    apart = device.type != "cpu" and (workers > 1 or cfg.backend == "ray")
+    shared = prepare_tensors(ds, torch.device("cpu")) if apart else data
+    for payload in run_tasks(_chain_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address):
         for p in payload:
             t = _from_payload(cfg, p, device)
-            trained[(p["seed"], p["name"])] = t
-            _record(results, p["name"], p["seed"], measure(cfg, t, data, paths, p["name"], p["seed"]))
-            obs.model_done(p["name"], p["seed"], results["models"][p["name"]]["seeds"][str(p["seed"])])
+            name, seed = p["name"], p["seed"]
+            trained[(seed, name)] = t
+            metrics = None
+            if cache is not None and p["key"]:
+                metrics = cache.load_measured(p["key"], bench_key(cfg), lambda sfx, n=name, s=seed: paths.model_file(n, s, sfx))
+                keys[(seed, name)] = p["key"]
+            if p["cached"]:
+                results["execution"]["reused_models"].append(f"{name}-seed{seed}" + (" (measured)" if metrics else ""))
+            if metrics is not None:
+                keys.pop((seed, name))  # measured already: nothing to store
+            _record(results, name, seed, metrics or measure(cfg, t, data, paths, name, seed))
+            obs.model_done(name, seed, results["models"][name]["seeds"][str(seed)])
+            if twins:
+                _mirror(results, trained, paths, seed, name)
         _write(results, trained, paths)
     results["execution"]["train_wall_seconds"] = time.perf_counter() - start
+    fresh = keys if cache is not None else {k: "" for k in trained}  # the models measured by this run
+    if twins:  # a twin gets its model's latency through _mirror
+        fresh = {k: v for k, v in fresh.items() if k[1] in TWIN}
     if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
-        for (seed, name), t in sorted(trained.items(), key=lambda kv: _model_order(kv[0])):
-            results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, t))
+        for (seed, name) in sorted(fresh, key=_model_order):
+            results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, trained[(seed, name)]))
             _record(results, name, seed, results["models"][name]["seeds"][str(seed)])
+            if twins:
+                _mirror(results, trained, paths, seed, name, files=False)
+    if cache is not None:
+        for (seed, name), key in keys.items():
+            files = {f.name.split(f"{name}-seed{seed}.", 1)[1]: f for f in paths.models_dir.glob(f"{name}-seed{seed}.*")}
+            cache.save_measured(key, bench_key(cfg), results["models"][name]["seeds"][str(seed)], files)
     results["claims"] = audit_claims(results)
     results["complete"] = True  # a sweep skips this run when it meets it again
     _write(results, trained, paths)
     return results
+
+
+TWIN = {"baseline": "mixup", "pruned": "mixup_pruned"}
+
+
+def _mirror(results: dict[str, Any], trained: dict[tuple[int, str], Trained], paths: RunPaths, seed: int,
+            name: str, files: bool = True) -> None:
+    """Record model `name` of `seed` also as its Mixup twin (alpha 0): same metrics, same files."""
+    import shutil
+
+    twin = TWIN[name]
+    trained[(seed, twin)] = trained[(seed, name)]
+    _record(results, twin, seed, dict(results["models"][name]["seeds"][str(seed)]))
+    if files:
+        for f in paths.models_dir.glob(f"{name}-seed{seed}.*"):
+            with atomic_path(paths.model_file(twin, seed, f.name.split(f"{name}-seed{seed}.", 1)[1])) as tmp:
+                shutil.copyfile(f, tmp)
 
 
 def _record(results: dict[str, Any], name: str, seed: int, metrics: dict[str, Any]) -> None:

@@ -4,7 +4,9 @@
     summary = run_sweep(base_cfg, grid, Path("runs/alpha-x-sparsity"))
 
 Each cell is a complete `reproduce` study (all seeds, all four models) written to
-`OUT/runs/<cell-name>-<hash of its resolved config>/`. A cell whose results.json says `"complete": true`
+`OUT/runs/<cell-name>-<hash of its resolved config>/`. Models that several cells share (the Baseline
+of every cell; the Pruned model of every alpha) are trained and measured once and reused from
+`OUT/cache` (see cache.py); each cell's results.json lists what it reused. A cell whose results.json says `"complete": true`
 is skipped when the sweep runs again; a cell that was interrupted is run again from the start, so a
 killed sweep loses at most the cell in flight. A cell whose training diverges (NaN/inf loss) is
 recorded as failed with the reason, and the other cells still run. `OUT/sweep.json` and `OUT/sweep.md` list every cell with
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ def _field_type(key: str) -> Any:
         raise ConfigError(f"--grid {key}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
     hints = typing.get_type_hints(StudyConfig)
     cls_hints = typing.get_type_hints(hints[section]) if section else hints
-    if name not in cls_hints or name in SECTIONS or name in ("seeds", "out"):
+    if name not in cls_hints or name in SECTIONS or name in ("seeds", "out", "cache_dir", "backend", "ray_address"):
         raise ConfigError(f"--grid {key}: not a field that can be swept")
     hint = cls_hints[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -64,6 +67,40 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+STUDIES = Path(__file__).with_name("studies")  # bundled study files: `--study NAME`
+
+
+def bundled_studies() -> list[str]:
+    return sorted(p.stem for p in STUDIES.glob("*.toml"))
+
+
+def load_study(name_or_path: str) -> tuple[StudyConfig, dict[str, list[Any]]]:
+    """A study file: TOML with the config's fields and a [grid] table of "section.field" = [values].
+    A bundled study is named without a path (see bundled_studies()). Parsed, never evaluated."""
+    import tomllib
+
+    from .config import from_dict
+
+    path = STUDIES / f"{name_or_path}.toml" if name_or_path in bundled_studies() else Path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--study {name_or_path}: cannot read {path} ({exc.strerror or exc}); bundled studies: "
+                          f"{', '.join(bundled_studies())}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--study {name_or_path}: {path} is not valid TOML: {exc}") from None
+    grid_raw = raw.pop("grid", {})
+    if not isinstance(grid_raw, dict):
+        raise ConfigError(f"--study {name_or_path}: [grid] must be a table of \"section.field\" = [values]")
+    grid = {}
+    for key, values in grid_raw.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"--study {name_or_path}: grid {key} must be a non-empty list, got {values!r}")
+        kind = _field_type(key)
+        grid[key] = [_convert(key, str(v), kind) for v in values]
+    return from_dict(raw, where=f"study file {path}"), grid
+
+
 def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, StudyConfig]]:
     """(directory name, config) per grid point; every config is validated before anything runs."""
     out = []
@@ -71,16 +108,23 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
         overrides = dict(zip(grid, combo))
         cfg = with_overrides(base, {**overrides, "out": None})
         label = "_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base"
-        digest = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+        # where results go and where reusable models are kept do not change them: not part of the name
+        identity = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "cache_dir", "backend", "ray_address")}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         out.append((f"{label}-{digest}".replace("/", "-"), cfg))
     return out
 
 
 def _complete(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's results if it finished under this results schema; else None (the cell runs again)."""
+    from .study import SCHEMA_VERSION
+
     try:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+        return None  # interrupted, unreadable, or written by a mixprune with another results format
     return results if results.get("complete") else None
 
 
@@ -97,17 +141,24 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
         cell: dict[str, Any] = {"name": name, "values": {k: _get(cfg, k) for k in grid}}
         results = _complete(run_dir)
         cell["skipped"] = results is not None
+        started = time.perf_counter()
         if results is None:
             try:
-                results = reproduce(with_overrides(cfg, {"out": str(run_dir)}), dataset=dataset, observer=observer)
+                cell_cfg = with_overrides(cfg, {"out": str(run_dir), "cache_dir": base.cache_dir or str(out / "cache")})
+                results = reproduce(cell_cfg, dataset=dataset, observer=observer)
             except TrainingDiverged as exc:  # this cell failed; the others still run (and a re-run retries it)
                 cell["failed"] = str(exc)
+        cell["seconds"] = round(time.perf_counter() - started, 1)
         if results is not None:
             cell["accuracy"] = {m: mean_ci([float(v["test_accuracy"]) for v in e["seeds"].values()])
                                 for m, e in results["models"].items()}
         summary["cells"].append(cell)
         write_text_atomic(out / "sweep.json", json.dumps(summary, indent=1))
     write_text_atomic(out / "sweep.md", render_sweep(summary))
+    from .compare import find_runs, write_collection_report
+
+    if find_runs(out):
+        write_collection_report(out)  # report.md / report.html / plots over the cells
     return summary
 
 

@@ -1,0 +1,140 @@
+"""Trained and measured models reused across runs: a store keyed by everything a model depends on.
+
+    cache = ModelCache(Path("runs/sweep/cache"))
+    key = model_key(cfg, seed, "pruned", fingerprint, device, threads)   # 16 hex digits
+    entry = cache.load_trained(key)          # (state dict, history, extra) or None
+    cache.save_trained(key, state, history, extra)
+
+A sweep over Mixup strength x sparsity trains the same Baseline for every cell and the same Pruned
+model for every alpha: keyed by its own settings, each is trained and measured once and reused by
+every cell that needs it. A key covers the data (a fingerprint of the tensors), the model, training
+and, where they matter, Mixup and pruning settings, the seed, the device type, the thread count (results
+depend on it) and the mixprune and torch versions, so a reused model is the one the run would have
+trained. Entries are written to a temporary directory and renamed into place; weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
+from .config import StudyConfig, to_dict
+
+PRUNED_NAMES = ("pruned", "mixup_pruned")
+
+
+def data_fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 (16 hex digits) over the shapes and bytes of the dataset tensors."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:
+    """Whether model `name` trains (phase 'train') or fine-tunes ('finetune') with Mixup under cfg."""
+    on = cfg.mixup.alpha > 0 and name in ("mixup", "mixup_pruned")
+    if phase == "train":
+        return on
+    return {"inherit": on, "always": cfg.mixup.alpha > 0, "never": False}[cfg.prune.finetune_mixup]
+
+
+def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int) -> str:
+    """The cache key of one model of one seed: a hash of exactly the settings that determine it."""
+    from . import __version__
+
+    dense = "mixup" if name in ("mixup", "mixup_pruned") else "baseline"
+    train = {k: v for k, v in to_dict(cfg.train).items() if k != "eval_batch_size"}
+    parts: dict[str, Any] = {
+        "versions": [__version__, torch.__version__], "device": device, "threads": threads, "seed": seed,
+        "data": fingerprint, "model": to_dict(cfg.model), "train": train,
+        "mixup": cfg.mixup.alpha if uses_mixup(cfg, dense, "train") else None,
+        # dropout masks come from a stream named after the model, so A and B differ when dropout is on
+        "stream": dense if cfg.model.dropout > 0 else None}
+    if name in PRUNED_NAMES:
+        prune = {k: v for k, v in to_dict(cfg.prune).items() if k not in ("finetune_mixup", "sparsity")}
+        parts.update(prune=prune, finetune_mixup=cfg.mixup.alpha if uses_mixup(cfg, name, "finetune") else None,
+                     pruned_stream=name if cfg.model.dropout > 0 else None)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def bench_key(cfg: StudyConfig) -> str:
+    """Measurements also depend on what is measured (ONNX, latency settings)."""
+    return hashlib.sha256(json.dumps(to_dict(cfg.bench), sort_keys=True).encode()).hexdigest()[:8]
+
+
+class ModelCache:
+    """A directory of entries <key>/ holding weights.safetensors + trained.json, and per measurement
+    settings measured-<bench key>/ with metrics.json and the model's artifact files."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _publish(self, target: Path, fill: Any) -> None:
+        """Build a directory in a temporary place and rename it to target; a concurrent writer of the same
+        entry may win the race: both wrote the same content, so the loser's copy is dropped."""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        except OSError:  # a cache that cannot be written is skipped: the run itself goes on
+            return
+        try:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; entries are as readable as any output
+            fill(tmp)
+            with contextlib.suppress(OSError):
+                os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_trained(self, key: str) -> tuple[dict[str, torch.Tensor], list[dict], dict] | None:
+        entry = self.root / key
+        try:
+            meta = json.loads((entry / "trained.json").read_text(encoding="utf-8"))
+            state = load_file(str(entry / "weights.safetensors"))
+        except (OSError, ValueError, KeyError, SafetensorError):  # absent or unreadable: train again
+            if entry.is_dir():  # unreadable: drop it (measurements too), so the retrained model replaces it
+                shutil.rmtree(entry, ignore_errors=True)
+            return None
+        return state, meta.get("history", []), meta.get("extra", {})
+
+    def save_trained(self, key: str, state: dict[str, torch.Tensor], history: list[dict], extra: dict) -> None:
+        def fill(d: Path) -> None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(d / "weights.safetensors"))
+            (d / "trained.json").write_text(json.dumps({"history": history, "extra": extra}), encoding="utf-8")
+        if not (self.root / key / "trained.json").is_file():
+            self._publish(self.root / key, fill)
+
+    def load_measured(self, key: str, bench: str, dest: Callable[[str], Path]) -> dict[str, Any] | None:
+        """Cached metrics of a model, after copying its artifact files to dest(suffix), e.g. 'fp16.safetensors'."""
+        entry = self.root / key / f"measured-{bench}"
+        try:
+            metrics = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))
+            files = {p.name: p for p in (entry / "files").iterdir()}
+        except (OSError, ValueError):
+            return None
+        for suffix, src in files.items():
+            with atomic_path(dest(suffix)) as tmp:
+                shutil.copyfile(src, tmp)
+        return metrics
+
+    def save_measured(self, key: str, bench: str, metrics: dict[str, Any], files: dict[str, Path]) -> None:
+        def fill(d: Path) -> None:
+            (d / "files").mkdir()
+            for suffix, src in files.items():
+                shutil.copyfile(src, d / "files" / suffix)
+            (d / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        if (self.root / key).is_dir() and not (self.root / key / f"measured-{bench}").is_dir():
+            self._publish(self.root / key / f"measured-{bench}", fill)
