@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mixprune.config import (
     MixupConfig,
+    ModelConfig,
     PruneConfig,
     StudyConfig,
     TrainConfig,
@@ -33,6 +34,7 @@ def test_defaults_are_the_paper_preset():
     (lambda: TrainConfig(batch_size=0), "--batch-size"),
     (lambda: TrainConfig(lr=0.0), "--lr"),
     (lambda: MixupConfig(alpha=-2.0), "--alpha"),
+    (lambda: ModelConfig(arch="resnet18"), "--arch"),
     (lambda: PruneConfig(conv_amount=1.0), "--conv-amount"),
     (lambda: PruneConfig(fc_amount=-0.1), "--fc-amount"),
     (lambda: PruneConfig(scope="channel"), "--prune-scope"),

@@ -163,7 +163,7 @@ def _start_ray(address: str | None) -> bool:
     try:
         ray.init(address=address or None, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--ray-address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+        raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
                           "check the address (e.g. ray://HOST:10001 or HOST:6379) or omit it for a local Ray") from None
     return True
 

@@ -145,6 +145,8 @@ class DataConfig(Checked):
 @dataclass(frozen=True)
 class ModelConfig(Checked):
     SECTION = "model"
+    arch: str = opt("lenet5", "network: the paper's simplified LeNet-5 (the only one mixprune builds)", flag="--arch",
+                    choices=("lenet5",))
     dropout: float = opt(0.0, "dropout probability before fc2 and fc3 (paper: 0, 0.25 in its ablation)",
                          flag="--dropout", lo=0.0, hi=1.0, hi_open=True)
 
@@ -243,10 +245,10 @@ class StudyConfig(Checked):
     threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
                        "recorded", flag="--threads", lo=0)
     backend: str = opt("local", "where training tasks run: local (this machine: processes over its cores) or ray "
-                       "(Ray tasks: a local Ray instance, or the cluster at --ray-address)", flag="--backend",
+                       "(Ray tasks: a local Ray instance, or the cluster at --address)", flag="--backend",
                        choices=("local", "ray"))
     ray_address: str | None = opt(None, "address of an existing Ray cluster for --backend ray (e.g. ray://HOST:10001); "
-                                  "default: start a local Ray instance", flag="--ray-address")
+                                  "default: start a local Ray instance", flag="--address")
     out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>)", flag="--out")
     cache_dir: str | None = opt(None, "directory of trained and measured models reused by any run whose settings "
                                 "for that model are identical (same data, training, seed, device, threads, "
