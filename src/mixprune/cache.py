@@ -72,8 +72,14 @@ def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: 
 
 
 def bench_key(cfg: StudyConfig) -> str:
-    """Measurements also depend on what is measured (ONNX, latency settings)."""
-    return hashlib.sha256(json.dumps(to_dict(cfg.bench), sort_keys=True).encode()).hexdigest()[:8]
+    """Measurements also depend on what is measured (ONNX, latency settings) and, for latency, on the
+    machine and the threads it is timed with."""
+    import platform
+
+    from .backends import available_cores
+
+    timing = [platform.machine(), platform.processor(), cfg.threads or available_cores()] if cfg.bench.latency else None
+    return hashlib.sha256(json.dumps([to_dict(cfg.bench), timing], sort_keys=True).encode()).hexdigest()[:8]
 
 
 class ModelCache:

@@ -31,13 +31,11 @@ P_LEVEL = 0.05
 
 
 def find_runs(root: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every complete run below root (the cache is not a run), in path order."""
+    """Every complete run below root, in path order."""
     from .study import SCHEMA_VERSION
 
     runs = []
-    for path in sorted(Path(root).rglob("results.json")):
-        if "cache" in path.relative_to(root).parts:
-            continue
+    for path in sorted(Path(root).rglob("results.json")):  # cache entries hold no results.json
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
