@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
-from .config import StudyConfig, to_dict
+from .config import StudyConfig, to_dict, uses_mixup
 
 PRUNED_NAMES = ("pruned", "mixup_pruned")
 
@@ -42,14 +42,6 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:
-    """Whether model `name` trains (phase 'train') or fine-tunes ('finetune') with Mixup under cfg."""
-    on = cfg.mixup.alpha > 0 and name in ("mixup", "mixup_pruned")
-    if phase == "train":
-        return on
-    return {"inherit": on, "always": cfg.mixup.alpha > 0, "never": False}[cfg.prune.finetune_mixup]
 
 
 def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int) -> str:

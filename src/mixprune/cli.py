@@ -192,23 +192,21 @@ def _progress(transient: bool) -> Progress:
                     TextColumn("{task.fields[acc]}"), console=err, transient=transient)
 
 
-def _base_config(args: argparse.Namespace, skip: tuple[str, ...]) -> StudyConfig:
-    cfg = load_config_file(args.config) if args.config else StudyConfig()
+def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: StudyConfig | None = None) -> StudyConfig:
+    """--config FILE (else `default`, else the paper's settings) with the flags given on top."""
+    cfg = load_config_file(args.config) if args.config else (default or StudyConfig())
     return with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .paths import default_out_dir
-    from .sweep import parse_grid, run_sweep
-
-    from .sweep import load_study
+    from .sweep import load_study, parse_grid, run_sweep
 
     study_cfg, grid = load_study(args.study) if args.study else (None, {})
     grid.update(parse_grid(args.grid))
     if not grid and not args.study:
         raise ConfigError("mixprune sweep needs --grid FIELD=V1,V2 or --study NAME|FILE")
-    cfg = load_config_file(args.config) if args.config else (study_cfg or StudyConfig())
-    base = with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config", "grid", "study")})
+    base = _base_config(args, ("grid", "study"), default=study_cfg)
     out_dir = Path(base.out) if base.out else default_out_dir("sweep")
     with _progress(transient=True) as progress:
         summary = run_sweep(base, grid, out_dir, observer=RichObserver(progress))  # type: ignore[arg-type]

@@ -32,15 +32,11 @@ P_LEVEL = 0.05
 
 def find_runs(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Every complete run below root, in path order."""
-    from .study import SCHEMA_VERSION
+    from .study import complete_results
 
     runs = []
     for path in sorted(Path(root).rglob("results.json")):  # cache entries hold no results.json
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(results, dict) and results.get("complete") and results.get("schema_version") == SCHEMA_VERSION:
+        if (results := complete_results(path)) is not None:
             runs.append((path.parent, results))
     return runs
 

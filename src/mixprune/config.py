@@ -268,6 +268,15 @@ class StudyConfig(Checked):
 SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
 
 
+def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:
+    """Whether model `name` (baseline, mixup, pruned, mixup_pruned) trains (phase 'train') or fine-tunes
+    ('finetune') with Mixup under cfg; alpha 0 turns Mixup off everywhere."""
+    on = cfg.mixup.alpha > 0 and name in ("mixup", "mixup_pruned")
+    if phase == "train":
+        return on
+    return {"inherit": on, "always": cfg.mixup.alpha > 0, "never": False}[cfg.prune.finetune_mixup]
+
+
 def to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """Plain JSON/TOML-ready dict of a config (tuples become lists)."""
     def plain(v: Any) -> Any:

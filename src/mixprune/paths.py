@@ -55,3 +55,8 @@ class RunPaths:
     def model_file(self, name: str, seed: int, suffix: str) -> Path:
         """models/{name}-seed{seed}.{suffix}; suffix e.g. 'safetensors', 'fp16.safetensors', 'sparse.safetensors'."""
         return self.models_dir / f"{name}-seed{seed}.{suffix}"
+
+    def model_files(self, name: str, seed: int) -> dict[str, Path]:
+        """Every file written for one model, by suffix: {"safetensors": Path, "fp16.safetensors": Path, ...}."""
+        prefix = f"{name}-seed{seed}."
+        return {f.name[len(prefix):]: f for f in self.models_dir.glob(prefix + "*")}

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from .atomic import atomic_path, ensure_dir, exclusive_dir, write_text_atomic
 from .audit import audit_claims
 from .backends import available_cores, run_tasks
 from .cache import ModelCache, bench_key, data_fingerprint, model_key
-from .config import StudyConfig, to_dict
+from .config import StudyConfig, to_dict, uses_mixup
 from .data import Dataset, load_fashion_mnist, to_model_inputs
 from .engine import (
     EpochRecord,
@@ -176,9 +177,10 @@ def attach_pruning(cfg: StudyConfig, model: LeNet5, n_train: int) -> GradualPrun
                          every=p.gradual_every, scope=p.scope)
 
 
-def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: int, mixup: bool, obs: Observer,
+def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: int, obs: Observer,
                        name: str) -> Trained:
-    """Model C (from A, no Mixup) or D (from B, Mixup): masks, fine-tune with masks held, prune.remove."""
+    """Model C (from A) or D (from B): masks, fine-tune with masks held (Mixup as --finetune-mixup says:
+    by default D with it, C without), prune.remove."""
     p, t = cfg.prune, cfg.train
     model = copy.deepcopy(dense.model)
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
@@ -186,7 +188,7 @@ def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: in
     extra: dict[str, Any] = {}
     if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
         extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
-    ft_mixup = {"inherit": mixup, "always": True, "never": False}[p.finetune_mixup]
+    ft_mixup = uses_mixup(cfg, name, "finetune")
     spec = fit_spec(cfg, p.finetune_epochs, constant_lr(p.finetune_lr), ft_mixup, hook)
     obs.phase_start(name, seed, p.finetune_epochs)
     hist = fit(model, data, spec, generator(seed, "finetune-order"),
@@ -344,21 +346,18 @@ def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Obse
     dense, hit_a = _trained_or_cached(cache, keys[0] if keys else "", cfg, device, obs, dense_name, seed,
                                       lambda: train_dense(cfg, data, seed, mixup, obs, dense_name, device))
     pruned, hit_b = _trained_or_cached(cache, keys[1] if keys else "", cfg, device, obs, pruned_name, seed,
-                                       lambda: prune_and_finetune(cfg, data, dense, seed, mixup, obs, pruned_name))
+                                       lambda: prune_and_finetune(cfg, data, dense, seed, obs, pruned_name))
     return [(dense_name, dense, hit_a), (pruned_name, pruned, hit_b)]
 
 
 def _trained_or_cached(cache: ModelCache | None, key: str, cfg: StudyConfig, device: torch.device, obs: Observer,
                        name: str, seed: int, train: Callable[[], Trained]) -> tuple[Trained, bool]:
     if cache is not None and (hit := cache.load_trained(key)) is not None:
-        state, history, extra = hit
-        model = LeNet5(dropout=cfg.model.dropout)
-        model.load_state_dict(state)
-        records = [EpochRecord(**r) for r in history]
-        obs.phase_start(name, seed, len(records))
-        for r in records:  # progress displays see the (recorded) epochs of the reused model
+        trained = _rebuild(cfg, *hit, device)
+        obs.phase_start(name, seed, len(trained.history))
+        for r in trained.history:  # progress displays see the (recorded) epochs of the reused model
             obs.epoch_end(name, seed, r)
-        return Trained(model.to(device=device, memory_format=memory_format(device)), records, extra), True
+        return trained, True
     trained = train()
     if cache is not None:
         cache.save_trained(key, trained.model.state_dict(), [r.as_dict() for r in trained.history], trained.extra)
@@ -394,11 +393,13 @@ def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool, str | None], 
             for i, (name, t, hit) in enumerate(run_chain(cfg, data, seed, mixup, obs, keys))]
 
 
-def _from_payload(cfg: StudyConfig, p: dict[str, Any], device: torch.device) -> Trained:
+def _rebuild(cfg: StudyConfig, state: dict[str, torch.Tensor], history: list[dict], extra: dict,
+             device: torch.device) -> Trained:
+    """A Trained from plain data (a worker's payload or a cache entry), on the device where the data is."""
     model = LeNet5(dropout=cfg.model.dropout)
-    model.load_state_dict(p["state"])
-    model = model.to(device=device, memory_format=memory_format(device))  # where the data is
-    return Trained(model, [EpochRecord(**r) for r in p["history"]], p["extra"])
+    model.load_state_dict(state)
+    model = model.to(device=device, memory_format=memory_format(device))
+    return Trained(model, [EpochRecord(**r) for r in history], extra)
 
 
 def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int) -> tuple[int, int]:
@@ -457,33 +458,31 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                                                        "(held-out training images)") if cv else "test split"},
                                "models": {n: {"seeds": {}, "summary": {}} for n in MODEL_NAMES}}
     trained: dict[tuple[int, str], Trained] = {}
-    keys: dict[tuple[int, str], str] = {}
+    fresh: dict[tuple[int, str], str | None] = {}  # models measured by this run (not the cache's) -> cache key
+    bench = bench_key(cfg)
     start = time.perf_counter()
     # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
     apart = device.type != "cpu" and (workers > 1 or cfg.backend == "ray")
     shared = prepare_tensors(ds, torch.device("cpu")) if apart else data
     for payload in run_tasks(_chain_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address):
         for p in payload:
-            t = _from_payload(cfg, p, device)
+            t = _rebuild(cfg, p["state"], p["history"], p["extra"], device)
             name, seed = p["name"], p["seed"]
             trained[(seed, name)] = t
             metrics = None
             if cache is not None and p["key"]:
-                metrics = cache.load_measured(p["key"], bench_key(cfg), lambda sfx, n=name, s=seed: paths.model_file(n, s, sfx))
-                keys[(seed, name)] = p["key"]
+                metrics = cache.load_measured(p["key"], bench, lambda sfx, n=name, s=seed: paths.model_file(n, s, sfx))
             if p["cached"]:
                 results["execution"]["reused_models"].append(f"{name}-seed{seed}" + (" (measured)" if metrics else ""))
-            if metrics is not None:
-                keys.pop((seed, name))  # measured already: nothing to store
-            _record(results, name, seed, metrics or measure(cfg, t, data, paths, name, seed))
+            if metrics is None:
+                metrics = measure(cfg, t, data, paths, name, seed)
+                fresh[(seed, name)] = p["key"]
+            _record(results, name, seed, metrics)
             obs.model_done(name, seed, results["models"][name]["seeds"][str(seed)])
             if twins:
                 _mirror(results, trained, paths, seed, name)
         _write(results, trained, paths)
     results["execution"]["train_wall_seconds"] = time.perf_counter() - start
-    fresh = keys if cache is not None else {k: "" for k in trained}  # the models measured by this run
-    if twins:  # a twin gets its model's latency through _mirror
-        fresh = {k: v for k, v in fresh.items() if k[1] in TWIN}
     if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
         for (seed, name) in sorted(fresh, key=_model_order):
             results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, trained[(seed, name)]))
@@ -491,9 +490,9 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
             if twins:
                 _mirror(results, trained, paths, seed, name, files=False)
     if cache is not None:
-        for (seed, name), key in keys.items():
-            files = {f.name.split(f"{name}-seed{seed}.", 1)[1]: f for f in paths.models_dir.glob(f"{name}-seed{seed}.*")}
-            cache.save_measured(key, bench_key(cfg), results["models"][name]["seeds"][str(seed)], files)
+        for (seed, name), key in fresh.items():
+            if key:
+                cache.save_measured(key, bench, results["models"][name]["seeds"][str(seed)], paths.model_files(name, seed))
     results["claims"] = audit_claims(results)
     results["complete"] = True  # a sweep skips this run when it meets it again
     _write(results, trained, paths)
@@ -506,14 +505,12 @@ TWIN = {"baseline": "mixup", "pruned": "mixup_pruned"}
 def _mirror(results: dict[str, Any], trained: dict[tuple[int, str], Trained], paths: RunPaths, seed: int,
             name: str, files: bool = True) -> None:
     """Record model `name` of `seed` also as its Mixup twin (alpha 0): same metrics, same files."""
-    import shutil
-
     twin = TWIN[name]
     trained[(seed, twin)] = trained[(seed, name)]
     _record(results, twin, seed, dict(results["models"][name]["seeds"][str(seed)]))
     if files:
-        for f in paths.models_dir.glob(f"{name}-seed{seed}.*"):
-            with atomic_path(paths.model_file(twin, seed, f.name.split(f"{name}-seed{seed}.", 1)[1])) as tmp:
+        for suffix, f in paths.model_files(name, seed).items():
+            with atomic_path(paths.model_file(twin, seed, suffix)) as tmp:
                 shutil.copyfile(f, tmp)
 
 
@@ -534,4 +531,16 @@ def _write(results: dict[str, Any], trained: dict[tuple[int, str], Trained], pat
 def load_results(path: Path) -> dict[str, Any]:
     """Read a results.json written by run_study (plain JSON, never executed)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def complete_results(path: Path) -> dict[str, Any] | None:
+    """results.json at `path` if its run finished under this results format; None when it is absent,
+    unreadable, interrupted, or written by a mixprune with another format."""
+    try:
+        results = load_results(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+        return None
+    return results if results.get("complete") else None
 

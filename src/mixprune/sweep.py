@@ -115,23 +115,11 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
     return out
 
 
-def _complete(run_dir: Path) -> dict[str, Any] | None:
-    """The cell's results if it finished under this results schema; else None (the cell runs again)."""
-    from .study import SCHEMA_VERSION
-
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
-        return None  # interrupted, unreadable, or written by a mixprune with another results format
-    return results if results.get("complete") else None
-
-
 def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset: Dataset | None = None,
               observer: Any = None) -> dict[str, Any]:
     """Run every cell not yet complete under out/runs/; write out/sweep.json and out/sweep.md; return the former."""
     from .api import reproduce
+    from .study import complete_results
 
     todo = cells(base, grid)
     ensure_dir(out / "runs")
@@ -139,7 +127,7 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
     for name, cfg in todo:
         run_dir = out / "runs" / name
         cell: dict[str, Any] = {"name": name, "values": {k: _get(cfg, k) for k in grid}}
-        results = _complete(run_dir)
+        results = complete_results(run_dir / "results.json")  # None: the cell runs (again)
         cell["skipped"] = results is not None
         started = time.perf_counter()
         if results is None:
