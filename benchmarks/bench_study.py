@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_study.py                 # 3 repeats, plus 1-seed vs 5-seed scaling
     .venv/bin/python benchmarks/bench_study.py --repeats 1 --no-scaling
     python benchmarks/bench_study.py --device cuda --no-stock    # on a GPU: CUDA graphs on and off
+    python benchmarks/bench_study.py --no-stock --repeats 1 --stack   # many models in one pass
 
 "Stock" is the study written the way the PyTorch tutorials write it: torchvision's FashionMNIST with
 ToTensor + Normalize per sample, a DataLoader (batch 128, shuffle), nn.Module LeNet-5, the same
@@ -113,11 +114,13 @@ def stock_study(root: Path, seed: int = 0, device: str = "cpu") -> dict[str, flo
     return acc
 
 
-def mixprune_study(seeds: list[int], out: Path, device: str = "cpu", graphs: bool = True, workers: int = 0) -> dict[str, float]:
+def mixprune_study(seeds: list[int], out: Path, device: str = "cpu", graphs: bool = True, workers: int = 0,
+                   stack: bool = False) -> dict[str, float]:
     ds = load_fashion_mnist()
     # the stock side writes no files and times nothing: switch ONNX export and latency off here too
     cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "bench.onnx": False, "out": str(out),
-                                         "device": device, "train.cuda_graphs": graphs, "workers": workers})
+                                         "device": device, "train.cuda_graphs": graphs, "workers": workers,
+                                         "train.stack_models": stack})
     res = run_study(cfg, dataset=ds)
     return {n: e["summary"]["test_accuracy"]["mean"] for n, e in res["models"].items()}
 
@@ -135,6 +138,8 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-stock", action="store_true", help="time mixprune only")
     ap.add_argument("--no-eager", action="store_true", help="on a GPU, skip the run without CUDA graphs")
+    ap.add_argument("--stack", action="store_true",
+                    help="also time --stack-models (many models in one pass): 1 seed and 5 seeds")
     ap.add_argument("--gpu-workers", type=int, nargs="*", default=[],
                     help="on a GPU, also time --workers N (2: 1 seed; others: 5 seeds)")
     args = ap.parse_args()
@@ -175,7 +180,14 @@ def main() -> None:
                   + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()))
         if not args.no_scaling:
             t5, _ = timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "ours5", dev)
-            print(f"\nscaling: 5 seeds {t5:.1f} s vs 1 seed {o:.1f} s = {t5 / o:.2f}x the wall time of 1 seed")
+            print(f"\nscaling: 5 seeds {t5:.1f} s vs 1 seed {o:.1f} s = {t5 / o:.2f}x the wall time of 1 seed", flush=True)
+        if args.stack:  # chains of a worker in one stacked pass; on the CPU one worker per core, so 1 seed
+            # stacks only with --workers 1 (A with B, C with D), 5 seeds stack 5 chains per worker
+            runs = [("1 seed, --workers 1", [0], 1), ("5 seeds", [0, 1, 2, 3, 4], 0)]
+            for label, seeds, w in runs:
+                t, acc = timed(mixprune_study, seeds, Path(tmp) / f"stack{len(seeds)}", dev, True, w, True)
+                print(f"--stack-models, {label}: {t:.1f} s ({t / o:.2f}x the 1-seed time without stacking); mean "
+                      "accuracy " + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()), flush=True)
         for w in args.gpu_workers if dev == "cuda" else ():
             seeds = [0] if w == 2 else [0, 1, 2, 3, 4]
             t, _ = timed(mixprune_study, seeds, Path(tmp) / f"w{w}", dev, True, w)

@@ -89,3 +89,43 @@ def test_gpu_workers_match_one_process(tiny_dir, tmp_path):
     for name in one["models"]:
         a, b = one["models"][name]["seeds"]["0"], two["models"][name]["seeds"]["0"]
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4), name
+
+
+def _stack(data, graphs: bool, masked: bool):
+    from mixprune.stacked import Member, fit_stacked
+
+    members = []
+    for seed, alpha in ((0, None), (0, 1.0), (1, 1.0)):
+        model = LeNet5(generator=torch.Generator().manual_seed(seed)).cuda()  # as _train's
+        if masked:
+            attach_masks(model, semi_structured_masks(model)[0])
+        spec = FitSpec(epochs=3, lr=lr_steps(0.05, 2, 0.1), batch_size=64, mixup_alpha=alpha, cuda_graphs=graphs)
+        members.append(Member(model, spec, generator(seed, "order"), generator(seed, "mixup") if alpha else None))
+    return members, fit_stacked(members, data)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_stacked_graphs_equal_stacked_eager_and_separate_training(data, masked):
+    eager, h1 = _stack(data, False, masked)
+    graphed, h2 = _stack(data, True, masked)
+    for a, b in zip(eager, graphed):
+        for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+            assert torch.allclose(x, y, atol=1e-5, rtol=1e-4)
+    assert [r.train_loss for h in h1 for r in h] == pytest.approx([r.train_loss for h in h2 for r in h], rel=1e-4)
+    alone, _ = _train(data, True, 1.0, masked)  # seed 0's Mixup model, trained by itself
+    for x, y in zip(graphed[1].model.state_dict().values(), alone.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-4, rtol=1e-3)
+
+
+def test_stacked_study_on_the_gpu(tiny_dir, tmp_path):
+    ds = load_fashion_mnist(tiny_dir, spec=TINY)
+    base = {"train.epochs": 2, "prune.finetune_epochs": 1, "train.batch_size": 8, "seeds": [0, 1], "device": "cuda",
+            "bench.latency": False, "bench.onnx": False}
+    sep = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "a")}), dataset=ds)
+    stk = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "b"), "train.stack_models": True}),
+                    dataset=ds)
+    assert stk["execution"]["stacked_chains"] == [4]
+    for name in sep["models"]:
+        for seed in ("0", "1"):
+            a, b = sep["models"][name]["seeds"][seed], stk["models"][name]["seeds"][seed]
+            assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-3), name

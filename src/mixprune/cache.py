@@ -44,18 +44,23 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int) -> str:
-    """The cache key of one model of one seed: a hash of exactly the settings that determine it."""
+def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int,
+              stacked: bool = False) -> str:
+    """The cache key of one model of one seed: a hash of exactly the settings that determine it. `stacked`:
+    trained in a stack (stacked.py), whose rounding differs from separate training; --stack-models itself
+    is not part of the key, since a chain with no other chain beside it trains separately."""
     from . import __version__
 
     dense = "mixup" if name in ("mixup", "mixup_pruned") else "baseline"
-    train = {k: v for k, v in to_dict(cfg.train).items() if k != "eval_batch_size"}
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("eval_batch_size", "stack_models")}
     parts: dict[str, Any] = {
         "versions": [__version__, torch.__version__], "device": device, "threads": threads, "seed": seed,
         "data": fingerprint, "model": to_dict(cfg.model), "train": train,
         "mixup": cfg.mixup.alpha if uses_mixup(cfg, dense, "train") else None,
         # dropout masks come from a stream named after the model, so A and B differ when dropout is on
         "stream": dense if cfg.model.dropout > 0 else None}
+    if stacked:  # only when set, so that keys of separately trained models stay what they were
+        parts["stacked"] = True
     if name in PRUNED_NAMES:
         prune = {k: v for k, v in to_dict(cfg.prune).items() if k not in ("finetune_mixup", "sparsity")}
         parts.update(prune=prune, finetune_mixup=cfg.mixup.alpha if uses_mixup(cfg, name, "finetune") else None,

@@ -168,6 +168,10 @@ class TrainConfig(Checked):
     cuda_graphs: bool = opt(True, "on a GPU, replay each full-batch training step as a CUDA graph (one launch "
                             "instead of ~40; same arithmetic); ignored on the CPU, with dropout and with "
                             "gradual pruning", flag="--cuda-graphs")
+    stack_models: bool = opt(False, "train the chains of each worker together, one pass for many models (vmap "
+                             "over stacked weights, grouped convolutions); each model keeps its own init, data "
+                             "order, Mixup draws, masks and SGD state, and its numbers equal separate training up "
+                             "to float rounding. Not with dropout, gradual pruning or Ray", flag="--stack-models")
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,20 @@ def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:
     if phase == "train":
         return on
     return {"inherit": on, "always": cfg.mixup.alpha > 0, "never": False}[cfg.prune.finetune_mixup]
+
+
+# Fields added after sweeps were first written, with their defaults: left out of a cell's identity while
+# at the default, so that sweep directories written before the field existed keep their cell names.
+LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): False}
+
+
+def identity(cfg: StudyConfig) -> dict[str, Any]:
+    """to_dict(cfg) without late fields at their defaults: what names a sweep cell."""
+    out = to_dict(cfg)
+    for (section, name), default in LATE_FIELDS.items():
+        if out[section].get(name) == default:
+            del out[section][name]
+    return out
 
 
 def to_dict(cfg: StudyConfig) -> dict[str, Any]:

@@ -151,52 +151,29 @@ def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, lam: float 
 
 class GraphedSteps:
     """Full-batch training steps (forward, backward, SGD) replayed as CUDA graphs: one launch per step
-    instead of ~40, which is what bounds a net this small on a GPU. Inputs are copied into static
-    buffers; one graph per learning rate (the optimizer bakes lr in). Before capture, warm-up steps
-    run on a side stream (cuDNN/cuBLAS set-up, momentum buffers), then weights are restored and the
-    momentum buffers zeroed, which is exactly SGD's first step (buf = 0 * m + g = g)."""
+    instead of ~40, which is what bounds a net this small on a GPU. `step` reads its inputs from the
+    static buffers in `inputs`, which run() fills before each replay; one graph per learning rate (the
+    optimizer bakes lr in). Before capture, warm-up steps run on a side stream (cuDNN/cuBLAS set-up,
+    momentum buffers), then weights are restored and the momentum buffers zeroed, which is exactly SGD's
+    first step (buf = 0 * m + g = g). `release` drops autograd state that modules keep between calls."""
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 batch_size: int, mixup: bool):
-        self.model, self.opt, self.mixup = model, opt, mixup
-        self.x = torch.zeros_like(x[:batch_size])  # same layout as the data: [batch, 1, 28, 28]
-        self.y = torch.zeros_like(y[:batch_size])
-        self.lam = torch.ones((), device=x.device)
-        self.partner = torch.arange(batch_size, device=x.device)
+    def __init__(self, step: Callable[[], torch.Tensor], opt: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
+                 release: Callable[[], None] = lambda: None):
+        self.step, self.opt, self.inputs, self.release = step, opt, inputs, release
         self.graphs: dict[float, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._warm_up()
 
-    def _loss(self) -> torch.Tensor:
-        return batch_loss(self.model, self.x, self.y, self.lam if self.mixup else None, self.partner)
-
-    def _step(self) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=True)
-        loss = self._loss()
-        loss.backward()
-        self.opt.step()
-        return loss
-
-    def _drop_stale_autograd(self) -> None:
-        """Detach tensors that modules cache between calls (torch.nn.utils.prune keeps `weight` = weight_orig
-        * mask, with its autograd graph, until the next forward). A graph kept alive from an earlier step
-        ties the weights' gradient accumulators to the stream it ran on, and capture on another stream
-        then fails ('would make the legacy stream depend on a capturing blocking stream')."""
-        for module in self.model.modules():
-            for name, value in list(vars(module).items()):
-                if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                    setattr(module, name, value.detach())
-
     def _warm_up(self) -> None:
-        self._drop_stale_autograd()
+        self.release()
         params = [p for g in self.opt.param_groups for p in g["params"]]
         saved = [p.detach().clone() for p in params]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                self._step()
+                self.step()
         torch.cuda.current_stream().wait_stream(side)
-        self._drop_stale_autograd()
+        self.release()
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
@@ -206,24 +183,53 @@ class GraphedSteps:
                     buf.zero_()
         self.opt.zero_grad(set_to_none=True)
 
-    def run(self, xb: torch.Tensor, yb: torch.Tensor, lam: float | None, partner: torch.Tensor | None,
-            lr: float) -> torch.Tensor:
-        """One step on a full batch; returns the (static) loss tensor of this step."""
+    def run(self, lr: float, **values: torch.Tensor | float) -> torch.Tensor:
+        """One step on a full batch: copy `values` (tensors, or numbers for 0-d buffers) into the named
+        input buffers and replay; returns the (static) loss tensor of this step."""
         if lr not in self.graphs:
-            self._drop_stale_autograd()
+            self.release()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                loss = self._step()
+                loss = self.step()
             self.graphs[lr] = (graph, loss.detach())  # detached: keep no autograd graph alive between steps
-            self._drop_stale_autograd()
-        self.x.copy_(xb)  # a device-to-device copy into the graph's input buffer
-        self.y.copy_(yb)
-        if lam is not None:
-            self.lam.fill_(lam)
-            self.partner.copy_(partner)
+            self.release()
+        for name, value in values.items():
+            buf = self.inputs[name]
+            if isinstance(value, torch.Tensor):
+                buf.copy_(value)  # a device-to-device copy into the graph's input buffer
+            else:
+                buf.fill_(value)
         graph, loss = self.graphs[lr]
         graph.replay()
         return loss
+
+
+def drop_stale_autograd(model: nn.Module) -> None:
+    """Detach tensors that modules cache between calls (torch.nn.utils.prune keeps `weight` = weight_orig
+    * mask, with its autograd graph, until the next forward). A graph kept alive from an earlier step
+    ties the weights' gradient accumulators to the stream it ran on, and capture on another stream
+    then fails ('would make the legacy stream depend on a capturing blocking stream')."""
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, name, value.detach())
+
+
+def graph_model_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                      batch_size: int, mixup: bool) -> GraphedSteps:
+    """GraphedSteps for one model: inputs x [batch,1,28,28] (the data's layout), y [batch], and for Mixup
+    lam (0-d) and partner [batch]."""
+    inputs = {"x": torch.zeros_like(x[:batch_size]), "y": torch.zeros_like(y[:batch_size]),
+              "lam": torch.ones((), device=x.device), "partner": torch.arange(batch_size, device=x.device)}
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = batch_loss(model, inputs["x"], inputs["y"], inputs["lam"] if mixup else None, inputs["partner"])
+        loss.backward()
+        opt.step()
+        return loss
+
+    return GraphedSteps(step, opt, inputs, release=lambda: drop_stale_autograd(model))
 
 
 def use_graphs(model: nn.Module, x: torch.Tensor, spec: FitSpec) -> bool:
@@ -251,7 +257,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         lam = lams[batches] if spec.mixup_alpha is not None else None
         partner = partners[i:i + len(idx)] if spec.mixup_alpha is not None else None
         if graphed is not None and len(idx) == spec.batch_size:
-            loss = graphed.run(xb, yb, lam, partner, lr)
+            mix = {"lam": lam, "partner": partner} if lam is not None else {}
+            loss = graphed.run(lr, x=xb, y=yb, **mix)
         else:
             loss = batch_loss(model, xb, yb, lam, partner)
             opt.zero_grad(set_to_none=True)
@@ -274,7 +281,7 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
     # fused SGD on a GPU: one kernel for the whole update (same arithmetic as the CPU's foreach path)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr(0), momentum=spec.momentum,
                           weight_decay=spec.weight_decay, fused=True if cuda else None)
-    graphed = (GraphedSteps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None)
+    graphed = (graph_model_steps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None)
                if use_graphs(model, data.train_x, spec) else None)
     history = []
     for epoch in range(spec.epochs):

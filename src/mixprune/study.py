@@ -71,6 +71,7 @@ from .model import (
 from .paths import MODEL_NAMES, RunPaths, default_out_dir
 from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
 from .slimming import slim, structured_keep, unit_masks
+from .stacked import Member, fit_stacked, stackable
 
 # results.json's format. Raised when a field is removed or changes meaning; fields are only ever added
 # within a version, and readers treat added fields as optional (e.g. layer_sparsity, reused_models).
@@ -144,18 +145,27 @@ def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: b
                    step_hook=step_hook, cuda_graphs=t.cuda_graphs)
 
 
-def train_dense(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer, name: str,
-                device: torch.device) -> Trained:
+@dataclass
+class Job:
+    """One model's training, set up (weights, masks, settings, random streams) but not yet run."""
+    name: str
+    seed: int
+    model: LeNet5
+    spec: FitSpec
+    order_gen: torch.Generator
+    mixup_gen: torch.Generator | None
+    phase: str  # "train" or "finetune"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def dense_job(cfg: StudyConfig, seed: int, mixup: bool, name: str, device: torch.device) -> Job:
     """Model A (mixup=False) or B (mixup=True): same init and batch order for a given seed."""
     t = cfg.train
     model = LeNet5(dropout=cfg.model.dropout, generator=generator(seed, "init"))
     model = model.to(device=device, memory_format=memory_format(device))
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
     spec = fit_spec(cfg, t.epochs, lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), mixup)
-    obs.phase_start(name, seed, t.epochs)
-    hist = fit(model, data, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None,
-               phase="train", callbacks=[lambda r: obs.epoch_end(name, seed, r)])
-    return Trained(model, hist)
+    return Job(name, seed, model, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None, "train")
 
 
 def attach_pruning(cfg: StudyConfig, model: LeNet5, n_train: int) -> GradualPruner | None:
@@ -177,10 +187,9 @@ def attach_pruning(cfg: StudyConfig, model: LeNet5, n_train: int) -> GradualPrun
                          every=p.gradual_every, scope=p.scope)
 
 
-def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: int, obs: Observer,
-                       name: str) -> Trained:
-    """Model C (from A) or D (from B): masks, fine-tune with masks held (Mixup as --finetune-mixup says:
-    by default D with it, C without), prune.remove."""
+def finetune_job(cfg: StudyConfig, data: Tensors, dense: Trained, seed: int, name: str) -> Job:
+    """Model C (from A) or D (from B): masks on a copy of the dense weights, to be fine-tuned with the
+    masks held (Mixup as --finetune-mixup says: by default D with it, C without)."""
     p, t = cfg.prune, cfg.train
     model = copy.deepcopy(dense.model)
     model.generator = generator(seed, f"dropout-{name}") if cfg.model.dropout > 0 else None
@@ -190,14 +199,36 @@ def prune_and_finetune(cfg: StudyConfig, data: Tensors, dense: Trained, seed: in
         extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
     ft_mixup = uses_mixup(cfg, name, "finetune")
     spec = fit_spec(cfg, p.finetune_epochs, constant_lr(p.finetune_lr), ft_mixup, hook)
-    obs.phase_start(name, seed, p.finetune_epochs)
-    hist = fit(model, data, spec, generator(seed, "finetune-order"),
-               generator(seed, "finetune-mixup") if ft_mixup else None, phase="finetune",
-               callbacks=[lambda r: obs.epoch_end(name, seed, r)])
-    if hook is not None and p.finetune_epochs == 0:
-        hook(hook.end_step)  # no steps to spread it over: prune at once
-    make_permanent(model)
-    return Trained(model, hist, extra)
+    return Job(name, seed, model, spec, generator(seed, "finetune-order"),
+               generator(seed, "finetune-mixup") if ft_mixup else None, "finetune", extra)
+
+
+def _finish(job: Job, history: list[EpochRecord]) -> Trained:
+    """After training: a fine-tuned model's masks become zeros in plain parameters (prune.remove)."""
+    if job.phase == "finetune":
+        hook = job.spec.step_hook
+        if isinstance(hook, GradualPruner) and job.spec.epochs == 0:
+            hook(hook.end_step)  # no steps to spread it over: prune at once
+        make_permanent(job.model)
+    return Trained(job.model, history, job.extra)
+
+
+def run_jobs(jobs: list[Job], data: Tensors, obs: Observer, stack: bool = False) -> list[Trained]:
+    """Train each job; with stack, those that can train together do so in one pass (stacked.py), the
+    others (gradual pruning, dropout) one after another. Results come back in the order of `jobs`."""
+    def callbacks(job: Job) -> list[Callable[[EpochRecord], None]]:
+        return [lambda r, j=job: obs.epoch_end(j.name, j.seed, r)]
+    for job in jobs:
+        obs.phase_start(job.name, job.seed, job.spec.epochs)
+    together = [j for j in jobs if stack and stackable(j.model, j.spec)]
+    histories = dict(zip(map(id, together), fit_stacked(
+        [Member(j.model, j.spec, j.order_gen, j.mixup_gen, callbacks(j), f"{j.name} seed {j.seed}") for j in together],
+        data, together[0].phase))) if together else {}
+    for job in jobs:
+        if id(job) not in histories:
+            histories[id(job)] = fit(job.model, data, job.spec, job.order_gen, job.mixup_gen, phase=job.phase,
+                                     callbacks=callbacks(job))
+    return [_finish(job, histories[id(job)]) for job in jobs]
 
 
 def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
@@ -335,33 +366,45 @@ def toml_text(cfg: StudyConfig) -> str:
 CHAINS = {False: ("baseline", "pruned"), True: ("mixup", "mixup_pruned")}  # mixup? -> (dense, pruned)
 
 
-def run_chain(cfg: StudyConfig, data: Tensors, seed: int, mixup: bool, obs: Observer,
-              keys: tuple[str, str] | None = None) -> list[tuple[str, Trained, bool]]:
-    """A then C (mixup=False) or B then D (mixup=True) for one seed; chains share nothing with each other.
-    With cfg.cache_dir and keys (dense, pruned), a model already in the cache is loaded, not trained.
-    Returns (name, trained, loaded from the cache) per model."""
-    dense_name, pruned_name = CHAINS[mixup]
+def run_chains(cfg: StudyConfig, data: Tensors, chains: list[tuple[int, bool]], obs: Observer,
+               keys: list[tuple[str, str]] | None = None, stack: bool = False) -> list[tuple[str, Trained, bool]]:
+    """Chains (seed, mixup): A then C (mixup=False) or B then D (mixup=True); chains share nothing with each
+    other. All dense models first, then all pruned ones: with stack, each phase is one stacked pass.
+    With cfg.cache_dir and keys (dense, pruned) per chain, a model already in the cache is loaded, not
+    trained. Returns (name, trained, loaded from the cache) per model, chain by chain."""
     device = data.train_x.device
     cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir and keys else None
-    dense, hit_a = _trained_or_cached(cache, keys[0] if keys else "", cfg, device, obs, dense_name, seed,
-                                      lambda: train_dense(cfg, data, seed, mixup, obs, dense_name, device))
-    pruned, hit_b = _trained_or_cached(cache, keys[1] if keys else "", cfg, device, obs, pruned_name, seed,
-                                       lambda: prune_and_finetune(cfg, data, dense, seed, obs, pruned_name))
-    return [(dense_name, dense, hit_a), (pruned_name, pruned, hit_b)]
+    dense = _phase(cache, [k[0] for k in keys] if keys else None, cfg, device, obs, data, stack,
+                   [(seed, CHAINS[mixup][0], lambda s=seed, m=mixup: dense_job(cfg, s, m, CHAINS[m][0], device))
+                    for seed, mixup in chains])
+    pruned = _phase(cache, [k[1] for k in keys] if keys else None, cfg, device, obs, data, stack,
+                    [(seed, CHAINS[mixup][1], lambda s=seed, m=mixup, d=d: finetune_job(cfg, data, d[0], s, CHAINS[m][1]))
+                     for (seed, mixup), d in zip(chains, dense)])
+    return [item for (seed, mixup), a, c in zip(chains, dense, pruned)
+            for item in ((CHAINS[mixup][0], *a), (CHAINS[mixup][1], *c))]
 
 
-def _trained_or_cached(cache: ModelCache | None, key: str, cfg: StudyConfig, device: torch.device, obs: Observer,
-                       name: str, seed: int, train: Callable[[], Trained]) -> tuple[Trained, bool]:
-    if cache is not None and (hit := cache.load_trained(key)) is not None:
-        trained = _rebuild(cfg, *hit, device)
-        obs.phase_start(name, seed, len(trained.history))
-        for r in trained.history:  # progress displays see the (recorded) epochs of the reused model
-            obs.epoch_end(name, seed, r)
-        return trained, True
-    trained = train()
-    if cache is not None:
-        cache.save_trained(key, trained.model.state_dict(), [r.as_dict() for r in trained.history], trained.extra)
-    return trained, False
+def _phase(cache: ModelCache | None, keys: list[str] | None, cfg: StudyConfig, device: torch.device, obs: Observer,
+           data: Tensors, stack: bool, todo: list[tuple[int, str, Callable[[], Job]]]) -> list[tuple[Trained, bool]]:
+    """One phase (dense or pruned) of several chains: (trained, from the cache) per entry of `todo`."""
+    out: list[tuple[Trained, bool] | None] = []
+    jobs: list[tuple[int, Job]] = []
+    for i, (seed, name, make) in enumerate(todo):
+        hit = cache.load_trained(keys[i]) if cache is not None and keys else None
+        if hit is not None:
+            trained = _rebuild(cfg, *hit, device)
+            obs.phase_start(name, seed, len(trained.history))
+            for r in trained.history:  # progress displays see the (recorded) epochs of the reused model
+                obs.epoch_end(name, seed, r)
+            out.append((trained, True))
+        else:
+            out.append(None)
+            jobs.append((i, make()))
+    for (i, _), trained in zip(jobs, run_jobs([j for _, j in jobs], data, obs, stack)):
+        if cache is not None and keys:
+            cache.save_trained(keys[i], trained.model.state_dict(), [r.as_dict() for r in trained.history], trained.extra)
+        out[i] = (trained, False)
+    return out  # type: ignore[return-value]
 
 
 _ON_DEVICE: dict[tuple[int, str], Tensors] = {}  # per process: the shared CPU tensors, moved to the GPU once
@@ -379,18 +422,46 @@ def on_device(data: Tensors, device: torch.device) -> Tensors:
     return _ON_DEVICE[key]
 
 
-def _chain_task(data: Tensors, task: tuple[StudyConfig, int, bool, str | None], obs: Observer) -> list[dict[str, Any]]:
-    """Worker entry: run one chain, return plain payloads (state dicts, histories), never pickled modules."""
-    cfg, seed, mixup, fingerprint = task
+def _chains_task(data: Tensors, task: tuple[StudyConfig, tuple[tuple[int, bool], ...], str | None],
+                 obs: Observer) -> list[dict[str, Any]]:
+    """Worker entry: run a group of chains (stacked when there are several and --stack-models is on);
+    return plain payloads (state dicts, histories), never pickled modules."""
+    cfg, chains, fingerprint = task
     device = resolve_device(cfg.device)
     data = on_device(data, device)
+    stack = stacking(cfg) and len(chains) > 1
     keys = None
     if fingerprint is not None:
-        keys = tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads()) for n in CHAINS[mixup])
-    return [{"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
+        keys = [tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads(), stacked=stack)
+                      for n in CHAINS[mixup]) for seed, mixup in chains]
+    trained = run_chains(cfg, data, list(chains), obs, keys, stack)  # two models per chain, in chain order
+    return [{"name": name, "seed": chains[j // 2][0], "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
              "history": [r.as_dict() for r in t.history], "extra": t.extra, "cached": hit,
-             "key": keys[i] if keys else None}
-            for i, (name, t, hit) in enumerate(run_chain(cfg, data, seed, mixup, obs, keys))]
+             "key": keys[j // 2][j % 2] if keys else None}
+            for j, (name, t, hit) in enumerate(trained)]
+
+
+def stacking(cfg: StudyConfig) -> bool:
+    """Whether chains of one worker train stacked: asked for, no dropout, and not on Ray (one chain per task)."""
+    return cfg.train.stack_models and cfg.model.dropout == 0 and cfg.backend != "ray"
+
+
+def _stack_note(cfg: StudyConfig, tasks: list) -> str | None:
+    """Why --stack-models trained nothing together, when it was asked for and did not."""
+    if not cfg.train.stack_models or any(len(t[1]) > 1 for t in tasks):
+        return None
+    if cfg.model.dropout > 0:
+        return "--stack-models: not with dropout (its masks are drawn per model); models trained separately"
+    if cfg.backend == "ray":
+        return "--stack-models: with Ray every chain is its own task; models trained separately"
+    return "--stack-models: one chain per worker, nothing to stack (fewer --workers would stack them)"
+
+
+def group_chains(chains: list[tuple[int, bool]], workers: int, stack: bool) -> list[tuple[tuple[int, bool], ...]]:
+    """The tasks: one chain each, or with stacking the chains dealt round-robin to `workers` groups."""
+    if not stack:
+        return [(c,) for c in chains]
+    return [g for g in (tuple(chains[i::workers]) for i in range(workers)) if g]
 
 
 def _rebuild(cfg: StudyConfig, state: dict[str, torch.Tensor], history: list[dict], extra: dict,
@@ -442,12 +513,15 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     fingerprint = data_fingerprint(ds.train_x, ds.train_y, ds.test_x, ds.test_y) if cache else None
     # alpha 0 (and no dropout, whose masks are drawn per model): B and D are A and C, bit for bit; train once
     twins = cfg.mixup.alpha == 0 and cfg.model.dropout == 0
-    tasks = [(cfg, seed, mixup, fingerprint) for seed in cfg.seeds for mixup in ((False,) if twins else (False, True))]
-    workers, threads = plan_workers(cfg, device, len(tasks))
+    chains = [(seed, mixup) for seed in cfg.seeds for mixup in ((False,) if twins else (False, True))]
+    workers, threads = plan_workers(cfg, device, len(chains))
+    tasks = [(cfg, group, fingerprint) for group in group_chains(chains, workers, stacking(cfg))]
     cv = cfg.data.cv_fold >= 0
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(paths.root),
                                "config": to_dict(cfg), "environment": environment(device),
                                "execution": {"backend": cfg.backend, "workers": workers, "threads_per_worker": threads,
+                                             "stacked_chains": [len(t[1]) for t in tasks if len(t[1]) > 1],  # per stack
+                                             "stack_note": _stack_note(cfg, tasks),
                                              "reused_models": [],
                                              "note": ("alpha 0 turns Mixup off: Mixup (B) and Mixup+Pruned (D) are "
                                                       "Baseline (A) and Pruned (C), trained and measured once")
@@ -464,7 +538,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
     apart = device.type != "cpu" and (workers > 1 or cfg.backend == "ray")
     shared = prepare_tensors(ds, torch.device("cpu")) if apart else data
-    for payload in run_tasks(_chain_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address):
+    for payload in run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address):
         for p in payload:
             t = _rebuild(cfg, p["state"], p["history"], p["extra"], device)
             name, seed = p["name"], p["seed"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import ensure_dir, write_text_atomic
-from .config import SECTIONS, StudyConfig, to_dict, with_overrides
+from .config import SECTIONS, StudyConfig, identity, to_dict, with_overrides
 from .data import Dataset
 from .engine import TrainingDiverged
 from .errors import ConfigError
@@ -109,8 +109,8 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
         cfg = with_overrides(base, {**overrides, "out": None})
         label = "_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base"
         # where results go and where reusable models are kept do not change them: not part of the name
-        identity = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "cache_dir", "backend", "ray_address")}
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+        ident = {k: v for k, v in identity(cfg).items() if k not in ("out", "cache_dir", "backend", "ray_address")}
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
         out.append((f"{label}-{digest}".replace("/", "-"), cfg))
     return out
 
