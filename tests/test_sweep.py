@@ -122,3 +122,20 @@ def test_a_cell_from_another_results_format_runs_again(tmp_path):
     again = run_sweep(base, grid, tmp_path / "sw", dataset=ds)
     assert again["cells"][0]["skipped"] is False
     assert json.loads((cell / "results.json").read_text())["schema_version"] == results["schema_version"]
+
+
+def test_a_config_file_layers_over_a_study_file(tmp_path):
+    """--study S --config F: F's settings on top of S's, flags on top of both; S's grid is kept."""
+    from mixprune.cli import _base_config, build_parser
+    from mixprune.sweep import load_study
+
+    study = tmp_path / "s.toml"
+    study.write_text('seeds = [3]\n[train]\nepochs = 2\nlr = 0.02\n[grid]\n"mixup.alpha" = [0.2, 1.0]\n')
+    conf = tmp_path / "c.toml"
+    conf.write_text("[train]\nlr = 0.05\n[prune]\nfinetune_epochs = 1\n")
+    args = build_parser().parse_args(["sweep", "--study", str(study), "--config", str(conf), "--batch-size", "64"])
+    study_cfg, grid = load_study(str(study))
+    cfg = _base_config(args, ("grid", "study"), default=study_cfg)
+    assert (cfg.seeds, cfg.train.epochs, cfg.train.lr) == ((3,), 2, 0.05)
+    assert (cfg.prune.finetune_epochs, cfg.train.batch_size) == (1, 64)
+    assert grid == {"mixup.alpha": [0.2, 1.0]}

@@ -193,8 +193,8 @@ def _progress(transient: bool) -> Progress:
 
 
 def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: StudyConfig | None = None) -> StudyConfig:
-    """--config FILE (else `default`, else the paper's settings) with the flags given on top."""
-    cfg = load_config_file(args.config) if args.config else (default or StudyConfig())
+    """The paper's settings, then `default` (a study file's), then --config FILE, then the flags given."""
+    cfg = load_config_file(args.config, base=default) if args.config else (default or StudyConfig())
     return with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
 
 

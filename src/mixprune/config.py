@@ -326,8 +326,9 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
     return StudyConfig(**kwargs)
 
 
-def load_config_file(path: str | Path) -> StudyConfig:
-    """Parse a TOML config file (never evaluated) into a StudyConfig."""
+def load_config_file(path: str | Path, base: StudyConfig | None = None) -> StudyConfig:
+    """Parse a TOML config file (never evaluated) into a StudyConfig: its settings on top of `base` (a
+    study file's settings, say), or of the paper's defaults."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -339,7 +340,16 @@ def load_config_file(path: str | Path) -> StudyConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
-    return from_dict(raw, where=f"config file {p}")
+    cfg = from_dict(raw, where=f"config file {p}")  # every setting checked against the defaults first
+    if base is None:
+        return cfg
+    merged = to_dict(base)
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return from_dict(merged, where=f"config file {p}")
 
 
 def with_overrides(cfg: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
