@@ -139,3 +139,15 @@ def test_a_config_file_layers_over_a_study_file(tmp_path):
     assert (cfg.seeds, cfg.train.epochs, cfg.train.lr) == ((3,), 2, 0.05)
     assert (cfg.prune.finetune_epochs, cfg.train.batch_size) == (1, 64)
     assert grid == {"mixup.alpha": [0.2, 1.0]}
+
+
+def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
+    from mixprune.atomic import exclusive_dir
+    from mixprune.errors import OutputError
+
+    out = tmp_path / "sw"
+    base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 0, "workers": 1})
+    with exclusive_dir(out):  # as if another sweep were running there
+        with pytest.raises(OutputError, match="another mixprune process is writing to"):
+            run_sweep(base, {"mixup.alpha": [0.2]}, out)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

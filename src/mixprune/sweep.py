@@ -23,7 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .atomic import ensure_dir, write_text_atomic
+from .atomic import ensure_dir, exclusive_dir, write_text_atomic
 from .config import SECTIONS, StudyConfig, identity, to_dict, with_overrides
 from .data import Dataset
 from .engine import TrainingDiverged
@@ -117,11 +117,18 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
 
 def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset: Dataset | None = None,
               observer: Any = None) -> dict[str, Any]:
-    """Run every cell not yet complete under out/runs/; write out/sweep.json and out/sweep.md; return the former."""
+    """Run every cell not yet complete under out/runs/; write out/sweep.json and out/sweep.md; return the former.
+    A second sweep into the same directory is refused while this one runs (a lock on `out`)."""
+    todo = cells(base, grid)
+    with exclusive_dir(out):
+        return _run_cells(base, grid, todo, out, dataset, observer)
+
+
+def _run_cells(base: StudyConfig, grid: dict[str, list[Any]], todo: list[tuple[str, StudyConfig]], out: Path,
+               dataset: Dataset | None, observer: Any) -> dict[str, Any]:
     from .api import reproduce
     from .study import complete_results
 
-    todo = cells(base, grid)
     ensure_dir(out / "runs")
     summary: dict[str, Any] = {"grid": grid, "base": to_dict(base), "cells": []}
     for name, cfg in todo:
