@@ -271,16 +271,34 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     return total.item() / max(batches, 1)
 
 
+def sgd(params: Sequence[torch.Tensor], spec: FitSpec, device: torch.device) -> torch.optim.SGD:
+    """The paper's SGD; fused on a GPU: one kernel for the whole update (same arithmetic as the CPU's
+    foreach path)."""
+    return torch.optim.SGD(params, lr=spec.lr(0), momentum=spec.momentum, weight_decay=spec.weight_decay,
+                           fused=True if device.type == "cuda" else None)
+
+
+def end_epoch(model: nn.Module, data: Tensors, spec: FitSpec, phase: str, epoch: int, lr: float, train_loss: float,
+              seconds: float, callbacks: Sequence[Callback], who: str = "") -> EpochRecord:
+    """After an epoch's steps: stop on a non-finite loss, evaluate on the test split, tell the callbacks.
+    `who` names the model in the error where several train together."""
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"{phase} epoch {epoch + 1}{who}: training loss became {train_loss}; "
+                               "lower --lr or check the input data")
+    test_loss, test_acc = evaluate_loss_accuracy(model, data.test_x, data.test_y, spec.eval_batch_size)
+    record = EpochRecord(phase, epoch + 1, lr, train_loss, test_loss, test_acc, seconds)
+    for cb in callbacks:
+        cb(record)
+    return record
+
+
 def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generator,
         mixup_gen: torch.Generator | None = None, phase: str = "train",
         callbacks: Sequence[Callback] = ()) -> list[EpochRecord]:
     """Train model in place for spec.epochs; evaluate on the test split after every epoch."""
     if spec.mixup_alpha is not None and mixup_gen is None:
         raise ValueError("Mixup needs a mixup_gen generator")
-    cuda = data.train_x.is_cuda
-    # fused SGD on a GPU: one kernel for the whole update (same arithmetic as the CPU's foreach path)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr(0), momentum=spec.momentum,
-                          weight_decay=spec.weight_decay, fused=True if cuda else None)
+    opt = sgd(list(model.parameters()), spec, data.train_x.device)
     graphed = (graph_model_steps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None)
                if use_graphs(model, data.train_x, spec) else None)
     history = []
@@ -293,12 +311,5 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
                                  first_step=epoch * steps_per_epoch(len(data.train_x), spec.batch_size),
                                  graphed=graphed)
         seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"{phase} epoch {epoch + 1}: training loss became {train_loss}; "
-                                   "lower --lr or check the input data")
-        test_loss, test_acc = evaluate_loss_accuracy(model, data.test_x, data.test_y, spec.eval_batch_size)
-        record = EpochRecord(phase, epoch + 1, lr, train_loss, test_loss, test_acc, seconds)
-        history.append(record)
-        for cb in callbacks:
-            cb(record)
+        history.append(end_epoch(model, data, spec, phase, epoch, lr, train_loss, seconds, callbacks))
     return history

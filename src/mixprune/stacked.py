@@ -23,7 +23,6 @@ Pruning masks (torch.nn.utils.prune's weight_orig / weight_mask) are honoured as
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +37,12 @@ from .engine import (
     FitSpec,
     GraphedSteps,
     Tensors,
-    TrainingDiverged,
     batch_loss,
     draw_mixup,
-    evaluate_loss_accuracy,
+    end_epoch,
+    sgd,
     steps_per_epoch,
+    use_graphs,
 )
 from .model import LeNet5, prunable
 
@@ -192,10 +192,9 @@ def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train") 
     spec, device = members[0].spec, data.train_x.device
     mixup = any(m.spec.mixup_alpha is not None for m in members)
     stack = Stack(members, device)
-    opt = torch.optim.SGD(list(stack.params.values()), lr=spec.lr(0), momentum=spec.momentum,
-                          weight_decay=spec.weight_decay, fused=True if device.type == "cuda" else None)
+    opt = sgd(list(stack.params.values()), spec, device)
     graphed = (_graphed(stack, opt, data, len(members), spec.batch_size, mixup)
-               if spec.cuda_graphs and device.type == "cuda" and n >= spec.batch_size else None)
+               if use_graphs(members[0].model, data.train_x, spec) else None)  # members are alike: one decides
     histories: list[list[EpochRecord]] = [[] for _ in members]
     for epoch in range(spec.epochs):
         lr = spec.lr(epoch)
@@ -206,14 +205,8 @@ def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train") 
         seconds = time.perf_counter() - start
         stack.write_back(members)
         for m, hist, train_loss in zip(members, histories, mean_losses):
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"{phase} epoch {epoch + 1} ({m.label}): training loss became {train_loss}; "
-                                       "lower --lr or check the input data")
-            test_loss, test_acc = evaluate_loss_accuracy(m.model, data.test_x, data.test_y, spec.eval_batch_size)
-            record = EpochRecord(phase, epoch + 1, lr, train_loss, test_loss, test_acc, seconds)
-            hist.append(record)
-            for cb in m.callbacks:
-                cb(record)
+            hist.append(end_epoch(m.model, data, spec, phase, epoch, lr, train_loss, seconds, m.callbacks,
+                                  f" ({m.label})"))
     return histories
 
 

@@ -429,7 +429,7 @@ def _chains_task(data: Tensors, task: tuple[StudyConfig, tuple[tuple[int, bool],
     cfg, chains, fingerprint = task
     device = resolve_device(cfg.device)
     data = on_device(data, device)
-    stack = stacking(cfg) and len(chains) > 1
+    stack = len(chains) > 1  # group_chains puts several chains in a task only when stacking
     keys = None
     if fingerprint is not None:
         keys = [tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads(), stacked=stack)
@@ -441,20 +441,26 @@ def _chains_task(data: Tensors, task: tuple[StudyConfig, tuple[tuple[int, bool],
             for j, (name, t, hit) in enumerate(trained)]
 
 
+def _stack_blocked(cfg: StudyConfig) -> str | None:
+    """Why the chains of a worker cannot train stacked under cfg, or None when they can."""
+    if cfg.model.dropout > 0:
+        return "not with dropout (its masks are drawn per model)"
+    if cfg.backend == "ray":
+        return "with Ray every chain is its own task"
+    return None
+
+
 def stacking(cfg: StudyConfig) -> bool:
-    """Whether chains of one worker train stacked: asked for, no dropout, and not on Ray (one chain per task)."""
-    return cfg.train.stack_models and cfg.model.dropout == 0 and cfg.backend != "ray"
+    """Whether chains of one worker train stacked: asked for and possible."""
+    return cfg.train.stack_models and _stack_blocked(cfg) is None
 
 
 def _stack_note(cfg: StudyConfig, tasks: list) -> str | None:
     """Why --stack-models trained nothing together, when it was asked for and did not."""
     if not cfg.train.stack_models or any(len(t[1]) > 1 for t in tasks):
         return None
-    if cfg.model.dropout > 0:
-        return "--stack-models: not with dropout (its masks are drawn per model); models trained separately"
-    if cfg.backend == "ray":
-        return "--stack-models: with Ray every chain is its own task; models trained separately"
-    return "--stack-models: one chain per worker, nothing to stack (fewer --workers would stack them)"
+    why = _stack_blocked(cfg) or "one chain per worker, nothing to stack (fewer --workers would stack them)"
+    return f"--stack-models: {why}; models trained separately"
 
 
 def group_chains(chains: list[tuple[int, bool]], workers: int, stack: bool) -> list[tuple[tuple[int, bool], ...]]:
