@@ -3,22 +3,28 @@
     .venv/bin/python benchmarks/bench_study.py                 # 3 repeats, plus 1-seed vs 5-seed scaling
     .venv/bin/python benchmarks/bench_study.py --repeats 1 --no-scaling
     python benchmarks/bench_study.py --device cuda --no-stock    # on a GPU: CUDA graphs on and off
-    python benchmarks/bench_study.py --no-stock --repeats 1 --stack   # many models in one pass
+    python benchmarks/bench_study.py --no-stock --repeats 1 --stack   # also the other --stack-models setting
+    python benchmarks/bench_study.py --device cuda --no-stock --seed-repeats 3 --profile prof.txt
 
 "Stock" is the study written the way the PyTorch tutorials write it: torchvision's FashionMNIST with
 ToTensor + Normalize per sample, a DataLoader (batch 128, shuffle), nn.Module LeNet-5, the same
 optimizer, schedule, Mixup, torch.nn.utils.prune L1 pruning and fine-tuning, test-set evaluation
 after every epoch. Both sides: 1 seed, 10 training epochs per dense model, 3 fine-tuning epochs per
-pruned model, no latency measurement. With --device cuda both sides run on the GPU (the stock side moves
-each batch there, as the tutorials do) and mixprune is also timed with --no-cuda-graphs. Prints wall times, their ratio, training images per second and
-the test accuracies of both sides. Not a test: nothing here asserts.
+pruned model, no latency measurement. mixprune runs with its defaults for the device (--stack-models on a
+GPU, not on the CPU); --stack also times the other setting. With --device cuda both sides run on the GPU
+(the stock side moves each batch there, as the tutorials do) and mixprune is also timed with
+--no-cuda-graphs. Prints wall times, their ratio, training images per second and the test accuracies of
+both sides. Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gzip
+import io
 import platform
+import pstats
 import statistics
 import tempfile
 import time
@@ -115,7 +121,7 @@ def stock_study(root: Path, seed: int = 0, device: str = "cpu") -> dict[str, flo
 
 
 def mixprune_study(seeds: list[int], out: Path, device: str = "cpu", graphs: bool = True, workers: int = 0,
-                   stack: bool = False) -> dict[str, float]:
+                   stack: bool | None = None) -> dict[str, float]:
     ds = load_fashion_mnist()
     # the stock side writes no files and times nothing: switch ONNX export and latency off here too
     cfg = with_overrides(StudyConfig(), {"seeds": seeds, "bench.latency": False, "bench.onnx": False, "out": str(out),
@@ -139,7 +145,10 @@ def main() -> None:
     ap.add_argument("--no-stock", action="store_true", help="time mixprune only")
     ap.add_argument("--no-eager", action="store_true", help="on a GPU, skip the run without CUDA graphs")
     ap.add_argument("--stack", action="store_true",
-                    help="also time --stack-models (many models in one pass): 1 seed and 5 seeds")
+                    help="also time the --stack-models setting that is not the device's default (on the CPU: "
+                         "stacked; on a GPU: not stacked), 1 seed and 5 seeds")
+    ap.add_argument("--seed-repeats", type=int, default=1, help="runs of 5 seeds (their median is reported)")
+    ap.add_argument("--profile", metavar="PATH", help="profile one more 5-seed run with cProfile, top 45 to PATH")
     ap.add_argument("--gpu-workers", type=int, nargs="*", default=[],
                     help="on a GPU, also time --workers N (2: 1 seed; others: 5 seeds)")
     args = ap.parse_args()
@@ -179,15 +188,26 @@ def main() -> None:
             print(f"\nwithout CUDA graphs (--no-cuda-graphs), seed 0: {t:.1f} s; accuracy "
                   + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()))
         if not args.no_scaling:
-            t5, _ = timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "ours5", dev)
-            print(f"\nscaling: 5 seeds {t5:.1f} s vs 1 seed {o:.1f} s = {t5 / o:.2f}x the wall time of 1 seed", flush=True)
-        if args.stack:  # chains of a worker in one stacked pass; on the CPU one worker per core, so 1 seed
+            t5 = statistics.median(timed(mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / f"ours5-{r}", dev)[0]
+                                   for r in range(args.seed_repeats))
+            print(f"\nscaling: 5 seeds {t5:.1f} s (median of {args.seed_repeats}) vs 1 seed {o:.1f} s = {t5 / o:.2f}x "
+                  "the wall time of 1 seed", flush=True)
+        if args.stack:  # the setting that is not the device's default; on the CPU one worker per core, so 1 seed
             # stacks only with --workers 1 (A with B, C with D), 5 seeds stack 5 chains per worker
-            runs = [("1 seed, --workers 1", [0], 1), ("5 seeds", [0, 1, 2, 3, 4], 0)]
+            on = dev == "cpu"
+            flag = "--stack-models" if on else "--no-stack-models"
+            runs = [(f"1 seed{', --workers 1' if on else ''}", [0], 1), ("5 seeds", [0, 1, 2, 3, 4], 0)]
             for label, seeds, w in runs:
-                t, acc = timed(mixprune_study, seeds, Path(tmp) / f"stack{len(seeds)}", dev, True, w, True)
-                print(f"--stack-models, {label}: {t:.1f} s ({t / o:.2f}x the 1-seed time without stacking); mean "
-                      "accuracy " + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()), flush=True)
+                t, acc = timed(mixprune_study, seeds, Path(tmp) / f"other{len(seeds)}", dev, True, w, on)
+                print(f"{flag}, {label}: {t:.1f} s ({t / o:.2f}x the 1-seed time of the default); mean accuracy "
+                      + ", ".join(f"{n} {v:.2f}%" for n, v in acc.items()), flush=True)
+        if args.profile:  # where the time of a default 5-seed run goes
+            prof = cProfile.Profile()
+            t, _ = timed(prof.runcall, mixprune_study, [0, 1, 2, 3, 4], Path(tmp) / "profiled", dev)
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(45)
+            Path(args.profile).write_text(f"5 seeds, defaults, under cProfile: {t:.1f} s\n{text.getvalue()}")
+            print(f"profile of a 5-seed run ({t:.1f} s under cProfile) written to {args.profile}")
         for w in args.gpu_workers if dev == "cuda" else ():
             seeds = [0] if w == 2 else [0, 1, 2, 3, 4]
             t, _ = timed(mixprune_study, seeds, Path(tmp) / f"w{w}", dev, True, w)

@@ -82,7 +82,7 @@ def test_study_runs_on_the_gpu(tiny_dir, tmp_path):
 def test_gpu_workers_match_one_process(tiny_dir, tmp_path):
     ds = load_fashion_mnist(tiny_dir, spec=TINY)
     base = {"train.epochs": 2, "prune.finetune_epochs": 1, "train.batch_size": 8, "seeds": [0], "device": "cuda",
-            "bench.latency": False, "bench.onnx": False, "threads": 1}
+            "bench.latency": False, "bench.onnx": False, "threads": 1, "train.stack_models": False}
     one = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "a"), "workers": 1}), dataset=ds)
     two = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "b"), "workers": 2}), dataset=ds)
     assert two["execution"]["workers"] == 2
@@ -112,8 +112,12 @@ def test_stacked_graphs_equal_stacked_eager_and_separate_training(data, masked):
         for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
             assert torch.allclose(x, y, atol=1e-5, rtol=1e-4)
     assert [r.train_loss for h in h1 for r in h] == pytest.approx([r.train_loss for h in h2 for r in h], rel=1e-4)
-    alone, _ = _train(data, True, 1.0, masked)  # seed 0's Mixup model, trained by itself
-    for x, y in zip(graphed[1].model.state_dict().values(), alone.state_dict().values()):
+    # against the model trained by itself, in full fp32: cuDNN's default TF32 convolutions round the
+    # grouped and the plain convolution differently (~1e-4 apart after 3 epochs, seen on an H200)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        stacked, _ = _stack(data, True, masked)
+        alone, _ = _train(data, True, 1.0, masked)  # seed 0's Mixup model, trained by itself
+    for x, y in zip(stacked[1].model.state_dict().values(), alone.state_dict().values()):
         assert torch.allclose(x, y, atol=1e-4, rtol=1e-3)
 
 
@@ -121,10 +125,10 @@ def test_stacked_study_on_the_gpu(tiny_dir, tmp_path):
     ds = load_fashion_mnist(tiny_dir, spec=TINY)
     base = {"train.epochs": 2, "prune.finetune_epochs": 1, "train.batch_size": 8, "seeds": [0, 1], "device": "cuda",
             "bench.latency": False, "bench.onnx": False}
-    sep = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "a")}), dataset=ds)
-    stk = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "b"), "train.stack_models": True}),
+    sep = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "a"), "train.stack_models": False}),
                     dataset=ds)
-    assert stk["execution"]["stacked_chains"] == [4]
+    stk = run_study(with_overrides(StudyConfig(), {**base, "out": str(tmp_path / "b")}), dataset=ds)
+    assert stk["execution"]["stacked_chains"] == [4] and sep["execution"]["stacked_chains"] == []  # default: stacked
     for name in sep["models"]:
         for seed in ("0", "1"):
             a, b = sep["models"][name]["seeds"][seed], stk["models"][name]["seeds"][seed]

@@ -3,16 +3,20 @@ which other models share its stack."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mixprune import StudyConfig, load_fashion_mnist, reproduce
 from mixprune.config import identity, with_overrides
 from mixprune.engine import FitSpec, Tensors, TrainingDiverged, fit, generator, lr_steps
 from mixprune.model import LeNet5, count_nonzero
-from mixprune.paths import MODEL_NAMES
+from mixprune.paths import MODEL_NAMES, RunPaths
 from mixprune.pruning import GradualPruner, attach_masks, current_masks, l1_masks
 from mixprune.stacked import Member, fit_stacked
+from mixprune.study import stacking
 
 from .helpers import TINY, write_idx_set
 
@@ -58,16 +62,36 @@ def test_a_stacked_member_trains_like_the_model_alone(data, mixup, masked):
             assert torch.equal(m.mixup_gen.get_state(), alone.mixup_gen.get_state())
 
 
-def test_a_member_does_not_depend_on_its_stack(data):
-    """Bit for bit: alone (trained beside a throwaway twin), with a Mixup model, or with three others."""
-    runs = []
-    for others in ([], [member(5, mixup=True)], [member(6), member(7, mixup=True), member(8)]):
+@pytest.fixture
+def many_threads():
+    """16 threads, as on a 16-core machine: kernels then split the work by the stack's size (with 2 threads
+    every size gives the same bits, which would hide it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(16)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_member_depends_on_the_size_of_its_stack_not_on_the_others(data, many_threads):
+    """Bit for bit, for each size: whatever models share the stack, and padded with throwaway copies."""
+    def run(others, size=None):
         m = member(0)
-        histories = fit_stacked([*others, m], data)
-        runs.append((state(m), records(histories[len(others)])))
-    for st, rec in runs[1:]:
-        assert rec == runs[0][1]
-        assert all(torch.equal(a, b) for a, b in zip(st, runs[0][0]))
+        histories = fit_stacked([*others, m], data, size=size)
+        return state(m), records(histories[len(others)])
+    sizes = {2: ([member(5, mixup=True)], [member(9)], []),  # the last ones are padded with copies
+             4: ([member(6), member(7, mixup=True), member(8)], [member(11, mixup=True), member(12), member(13, mixup=True)], [member(14)], [])}
+    for size, groups in sizes.items():
+        runs = [run(others, size) for others in groups]
+        for st, rec in runs[1:]:
+            assert rec == runs[0][1]
+            assert all(torch.equal(a, b) for a, b in zip(st, runs[0][0])), f"stack of {size}"
+
+
+def test_a_stack_smaller_than_its_members_is_refused(data):
+    with pytest.raises(ValueError, match="size 2 is smaller than the stack it must hold \\(3 member"):
+        fit_stacked([member(0), member(1), member(2)], data, size=2)
+    with pytest.raises(ValueError, match="size 1 is smaller"):
+        fit_stacked([member(0)], data, size=1)
 
 
 def test_masks_are_held_and_only_the_members_own(data):
@@ -164,16 +188,28 @@ def test_one_chain_per_worker_is_not_stacked(ds, tmp_path):
     assert all(metrics(one, n, 0) == metrics(ref, n, 0) for n in MODEL_NAMES)
 
 
-def test_a_cached_stacked_model_is_the_one_a_fresh_run_trains(ds, tmp_path):
+@pytest.fixture(scope="module")
+def ds200(tmp_path_factory):
+    """Large enough for batches of 64, where the thread split depends on the stack's size."""
+    spec = dataclasses.replace(TINY, counts={"train": 200, "test": 50})
+    return load_fashion_mnist(write_idx_set(tmp_path_factory.mktemp("stk200") / "data", 200, 50), spec=spec)
+
+
+def test_a_cached_stacked_model_is_the_one_a_fresh_run_trains(ds200, tmp_path):
     """Alpha 1 fills the cache; alpha 0.4 reuses A and C (trained in a stack of four) and trains B and D in
-    a stack of two: its A and C equal those of an alpha 0.4 run without the cache, bit for bit."""
-    cache = str(tmp_path / "cache")
-    study(ds, tmp_path / "c1", cache_dir=cache)
-    reused = study(ds, tmp_path / "c2", cache_dir=cache, **{"mixup.alpha": 0.4})
-    fresh = study(ds, tmp_path / "c3", **{"mixup.alpha": 0.4})
+    a stack of four padded with copies: every model equals that of an alpha 0.4 run without the cache, bit
+    for bit, with 16 threads (where the stack's size changes the rounding)."""
+    cache, over = str(tmp_path / "cache"), {"threads": 16, "train.batch_size": 64}
+    study(ds200, tmp_path / "c1", cache_dir=cache, **over)
+    reused = study(ds200, tmp_path / "c2", cache_dir=cache, **over, **{"mixup.alpha": 0.4})
+    fresh = study(ds200, tmp_path / "c3", **over, **{"mixup.alpha": 0.4})
     assert sorted(reused["execution"]["reused_models"]) == sorted(
         f"{n}-seed{s} (measured)" for n in ("baseline", "pruned") for s in (0, 1))
     assert all(metrics(reused, n, s) == metrics(fresh, n, s) for n in MODEL_NAMES for s in (0, 1))
+    for n in MODEL_NAMES:  # the weights themselves, not only the (rounded) metrics
+        for s in (0, 1):
+            a, b = (load_file(str(RunPaths(tmp_path / d).model_file(n, s, "safetensors"))) for d in ("c2", "c3"))
+            assert all(torch.equal(a[k], b[k]) for k in a), f"{n} seed {s}"
 
 
 def test_gradual_pruning_fine_tunes_separately_in_a_stacked_study(ds, tmp_path):
@@ -182,10 +218,21 @@ def test_gradual_pruning_fine_tunes_separately_in_a_stacked_study(ds, tmp_path):
     assert {res["models"][n]["seeds"]["0"]["params_nonzero"] for n in ("pruned", "mixup_pruned")} == {31_424}
 
 
-def test_stacking_off_keeps_sweep_cell_names():
+def test_stacking_at_its_default_keeps_sweep_cell_names():
     """A field added later is left out of a cell's identity at its default (old sweep directories stay valid)."""
     assert "stack_models" not in identity(StudyConfig())["train"]
-    assert identity(with_overrides(StudyConfig(), {"train.stack_models": True}))["train"]["stack_models"] is True
+    for value in (True, False):
+        assert identity(with_overrides(StudyConfig(), {"train.stack_models": value}))["train"]["stack_models"] is value
+
+
+def test_stacking_is_the_default_on_a_gpu_only(ds, tmp_path):
+    cfg, cpu, gpu = StudyConfig(), torch.device("cpu"), torch.device("cuda")
+    assert cfg.train.stack_models is None and stacking(cfg, gpu) and not stacking(cfg, cpu)
+    assert stacking(with_overrides(cfg, {"train.stack_models": True}), cpu)
+    assert not stacking(with_overrides(cfg, {"train.stack_models": False}), gpu)
+    assert not stacking(with_overrides(cfg, {"model.dropout": 0.25}), gpu)
+    res = study(ds, tmp_path / "auto", **{"train.stack_models": None})  # on this CPU: separately, and no note
+    assert res["execution"]["stacked_chains"] == [] and res["execution"]["stack_note"] is None
 
 
 def test_dropout_turns_stacking_off_and_says_so(ds, tmp_path):
@@ -197,5 +244,6 @@ def test_stack_models_flag():
     from mixprune.cli import build_parser
     from mixprune.cli import _base_config
 
-    args = build_parser().parse_args(["reproduce", "--stack-models"])
-    assert _base_config(args, ()).train.stack_models is True
+    for argv, value in ((["--stack-models"], True), (["--no-stack-models"], False), ([], None)):
+        args = build_parser().parse_args(["reproduce", *argv])
+        assert _base_config(args, ()).train.stack_models is value

@@ -45,10 +45,11 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int,
-              stacked: bool = False) -> str:
-    """The cache key of one model of one seed: a hash of exactly the settings that determine it. `stacked`:
-    trained in a stack (stacked.py), whose rounding differs from separate training; --stack-models itself
-    is not part of the key, since a chain with no other chain beside it trains separately."""
+              stack_size: int | None = None) -> str:
+    """The cache key of one model of one seed: a hash of exactly the settings that determine it.
+    `stack_size`: trained in a stack of that many models (stacked.py), whose rounding differs from separate
+    training and, with many threads, from other stack sizes; --stack-models itself is not part of the key,
+    since a chain with no other chain beside it trains separately."""
     from . import __version__
 
     dense = "mixup" if name in ("mixup", "mixup_pruned") else "baseline"
@@ -59,8 +60,8 @@ def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: 
         "mixup": cfg.mixup.alpha if uses_mixup(cfg, dense, "train") else None,
         # dropout masks come from a stream named after the model, so A and B differ when dropout is on
         "stream": dense if cfg.model.dropout > 0 else None}
-    if stacked:  # only when set, so that keys of separately trained models stay what they were
-        parts["stacked"] = True
+    if stack_size:  # only when set, so that keys of separately trained models stay what they were
+        parts["stack_size"] = stack_size
     if name in PRUNED_NAMES:
         prune = {k: v for k, v in to_dict(cfg.prune).items() if k not in ("finetune_mixup", "sparsity")}
         parts.update(prune=prune, finetune_mixup=cfg.mixup.alpha if uses_mixup(cfg, name, "finetune") else None,

@@ -12,10 +12,12 @@ kernel launches for K models, which is what a GPU needs for a net this small. Th
 are summed, so each member's gradient is exactly the gradient of its own loss, and SGD is elementwise,
 so one optimizer over the stacked tensors does exactly what K optimizers would.
 
-Results equal separate training up to float rounding (grouped kernels sum in another order). A stack
-always holds at least two members (a lone member trains beside a throwaway copy): with two or more,
-a member's numbers do not depend on which or how many other members share its stack (tested on the
-CPU), so a model can be cached and reused whatever it was trained with. Members without Mixup run the
+Results equal separate training up to float rounding (grouped kernels sum in another order). A
+member's numbers do not depend on which other members share its stack, but may depend on how many: with
+many threads the kernels split the work by the stack's size (seen with 16 CPU threads; 2 threads give
+the same bits for every size). So fit_stacked takes the size to compute at and pads the stack with
+throwaway copies up to it (a stack holds at least two: a stack of one rounds differently again), and a
+cached model is reused only by a stack of the size it was trained in (cache.model_key). Members without Mixup run the
 Mixup arithmetic with lambda = 1 and the identity partner, which gives their plain loss bit for bit.
 Pruning masks (torch.nn.utils.prune's weight_orig / weight_mask) are honoured as weight_orig * mask.
 """
@@ -177,18 +179,25 @@ def _graphed(stack: Stack, opt: torch.optim.Optimizer, data: Tensors, k: int, ba
     return GraphedSteps(step, opt, inputs)
 
 
-def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train") -> list[list[EpochRecord]]:
-    """Train every member in place, together; evaluate each on the test split after every epoch.
-    Returns each member's history, as fit() would; `seconds` is the wall time of the shared epoch."""
+def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train",
+                size: int | None = None) -> list[list[EpochRecord]]:
+    """Train every member in place, together, in a stack of `size` (default: the number of members, at
+    least 2), padded with throwaway copies of the first member; evaluate each on the test split after
+    every epoch. Returns each member's history, as fit() would; `seconds` is the wall time of the epoch."""
     if not members:
         return []
     members = list(members)
     n = len(data.train_x)
     _check_alike(members, n)
-    if len(members) == 1:  # a throwaway twin with copied generators: a stack of one computes like any other
+    size = max(2, len(members)) if size is None else size
+    if size < max(2, len(members)):
+        raise ValueError(f"fit_stacked: size {size} is smaller than the stack it must hold "
+                         f"({len(members)} member(s), at least 2)")
+    if len(members) < size:  # twins with copied generators compute like any member and are dropped after
         m = members[0]
-        twin = Member(copy.deepcopy(m.model), m.spec, _clone(m.order_gen), _clone(m.mixup_gen), (), m.label)
-        return fit_stacked([m, twin], data, phase)[:1]
+        twins = [Member(copy.deepcopy(m.model), m.spec, _clone(m.order_gen), _clone(m.mixup_gen), (), m.label)
+                 for _ in range(size - len(members))]
+        return fit_stacked(members + twins, data, phase)[:len(members)]
     spec, device = members[0].spec, data.train_x.device
     mixup = any(m.spec.mixup_alpha is not None for m in members)
     stack = Stack(members, device)

@@ -213,9 +213,10 @@ def _finish(job: Job, history: list[EpochRecord]) -> Trained:
     return Trained(job.model, history, job.extra)
 
 
-def run_jobs(jobs: list[Job], data: Tensors, obs: Observer, stack: bool = False) -> list[Trained]:
-    """Train each job; with stack, those that can train together do so in one pass (stacked.py), the
-    others (gradual pruning, dropout) one after another. Results come back in the order of `jobs`."""
+def run_jobs(jobs: list[Job], data: Tensors, obs: Observer, stack: int = 0) -> list[Trained]:
+    """Train each job; with stack (a stack size, 0: none), those that can train together do so in one pass
+    (stacked.py) in a stack of that size, the others (gradual pruning, dropout) one after another. Results
+    come back in the order of `jobs`."""
     def callbacks(job: Job) -> list[Callable[[EpochRecord], None]]:
         return [lambda r, j=job: obs.epoch_end(j.name, j.seed, r)]
     for job in jobs:
@@ -223,7 +224,7 @@ def run_jobs(jobs: list[Job], data: Tensors, obs: Observer, stack: bool = False)
     together = [j for j in jobs if stack and stackable(j.model, j.spec)]
     histories = dict(zip(map(id, together), fit_stacked(
         [Member(j.model, j.spec, j.order_gen, j.mixup_gen, callbacks(j), f"{j.name} seed {j.seed}") for j in together],
-        data, together[0].phase))) if together else {}
+        data, together[0].phase, max(stack, len(together), 2)))) if together else {}
     for job in jobs:
         if id(job) not in histories:
             histories[id(job)] = fit(job.model, data, job.spec, job.order_gen, job.mixup_gen, phase=job.phase,
@@ -367,9 +368,10 @@ CHAINS = {False: ("baseline", "pruned"), True: ("mixup", "mixup_pruned")}  # mix
 
 
 def run_chains(cfg: StudyConfig, data: Tensors, chains: list[tuple[int, bool]], obs: Observer,
-               keys: list[tuple[str, str]] | None = None, stack: bool = False) -> list[tuple[str, Trained, bool]]:
+               keys: list[tuple[str, str]] | None = None, stack: int = 0) -> list[tuple[str, Trained, bool]]:
     """Chains (seed, mixup): A then C (mixup=False) or B then D (mixup=True); chains share nothing with each
-    other. All dense models first, then all pruned ones: with stack, each phase is one stacked pass.
+    other. All dense models first, then all pruned ones: with stack (a stack size, 0: none), each phase is
+    one stacked pass of that size, whatever part of it the cache already holds.
     With cfg.cache_dir and keys (dense, pruned) per chain, a model already in the cache is loaded, not
     trained. Returns (name, trained, loaded from the cache) per model, chain by chain."""
     device = data.train_x.device
@@ -385,7 +387,7 @@ def run_chains(cfg: StudyConfig, data: Tensors, chains: list[tuple[int, bool]], 
 
 
 def _phase(cache: ModelCache | None, keys: list[str] | None, cfg: StudyConfig, device: torch.device, obs: Observer,
-           data: Tensors, stack: bool, todo: list[tuple[int, str, Callable[[], Job]]]) -> list[tuple[Trained, bool]]:
+           data: Tensors, stack: int, todo: list[tuple[int, str, Callable[[], Job]]]) -> list[tuple[Trained, bool]]:
     """One phase (dense or pruned) of several chains: (trained, from the cache) per entry of `todo`."""
     out: list[tuple[Trained, bool] | None] = []
     jobs: list[tuple[int, Job]] = []
@@ -429,10 +431,12 @@ def _chains_task(data: Tensors, task: tuple[StudyConfig, tuple[tuple[int, bool],
     cfg, chains, fingerprint = task
     device = resolve_device(cfg.device)
     data = on_device(data, device)
-    stack = len(chains) > 1  # group_chains puts several chains in a task only when stacking
+    # group_chains puts several chains in a task only when stacking; the stack size is the task's, even when
+    # the cache holds some of its models, so that every model computes as a fresh run computes it
+    stack = len(chains) if len(chains) > 1 else 0
     keys = None
     if fingerprint is not None:
-        keys = [tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads(), stacked=stack)
+        keys = [tuple(model_key(cfg, seed, n, fingerprint, device.type, torch.get_num_threads(), stack or None)
                       for n in CHAINS[mixup]) for seed, mixup in chains]
     trained = run_chains(cfg, data, list(chains), obs, keys, stack)  # two models per chain, in chain order
     return [{"name": name, "seed": chains[j // 2][0], "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
@@ -450,9 +454,11 @@ def _stack_blocked(cfg: StudyConfig) -> str | None:
     return None
 
 
-def stacking(cfg: StudyConfig) -> bool:
-    """Whether chains of one worker train stacked: asked for and possible."""
-    return cfg.train.stack_models and _stack_blocked(cfg) is None
+def stacking(cfg: StudyConfig, device: torch.device) -> bool:
+    """Whether chains of one worker train stacked: asked for (by default on a GPU, where it pays; not on the
+    CPU, where it is slower: README, Performance) and possible."""
+    wanted = device.type == "cuda" if cfg.train.stack_models is None else cfg.train.stack_models
+    return wanted and _stack_blocked(cfg) is None
 
 
 def _stack_note(cfg: StudyConfig, tasks: list) -> str | None:
@@ -521,7 +527,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     twins = cfg.mixup.alpha == 0 and cfg.model.dropout == 0
     chains = [(seed, mixup) for seed in cfg.seeds for mixup in ((False,) if twins else (False, True))]
     workers, threads = plan_workers(cfg, device, len(chains))
-    tasks = [(cfg, group, fingerprint) for group in group_chains(chains, workers, stacking(cfg))]
+    tasks = [(cfg, group, fingerprint) for group in group_chains(chains, workers, stacking(cfg, device))]
     cv = cfg.data.cv_fold >= 0
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(paths.root),
                                "config": to_dict(cfg), "environment": environment(device),
