@@ -79,7 +79,8 @@ def test_a_member_depends_on_the_size_of_its_stack_not_on_the_others(data, many_
         histories = fit_stacked([*others, m], data, size=size)
         return state(m), records(histories[len(others)])
     sizes = {2: ([member(5, mixup=True)], [member(9)], []),  # the last ones are padded with copies
-             4: ([member(6), member(7, mixup=True), member(8)], [member(11, mixup=True), member(12), member(13, mixup=True)], [member(14)], [])}
+             4: ([member(6), member(7, mixup=True), member(8)],
+                 [member(11, mixup=True), member(12), member(13, mixup=True)], [member(14)], [])}
     for size, groups in sizes.items():
         runs = [run(others, size) for others in groups]
         for st, rec in runs[1:]:

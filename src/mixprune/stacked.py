@@ -17,8 +17,9 @@ member's numbers do not depend on which other members share its stack, but may d
 many threads the kernels split the work by the stack's size (seen with 16 CPU threads; 2 threads give
 the same bits for every size). So fit_stacked takes the size to compute at and pads the stack with
 throwaway copies up to it (a stack holds at least two: a stack of one rounds differently again), and a
-cached model is reused only by a stack of the size it was trained in (cache.model_key). Members without Mixup run the
-Mixup arithmetic with lambda = 1 and the identity partner, which gives their plain loss bit for bit.
+cached model is reused only by a stack of the size it was trained in (cache.model_key). Members
+without Mixup run the Mixup arithmetic with lambda = 1 and the identity partner, which gives their
+plain loss bit for bit.
 Pruning masks (torch.nn.utils.prune's weight_orig / weight_mask) are honoured as weight_orig * mask.
 """
 
