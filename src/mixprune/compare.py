@@ -20,12 +20,13 @@ from typing import Any
 
 from . import paper
 from .atomic import write_text_atomic
+from .config import PLACEMENT_FIELDS
 from .errors import OutputError
 from .paths import MODEL_NAMES
 from .report import ARTIFACTS, artifact_accuracy, table
 from .stats import mean_ci, paired
 
-EXECUTION_ONLY = {"out", "cache_dir", "backend", "ray_address", "workers", "threads", "device", "data.data_dir"}
+EXECUTION_ONLY = {*PLACEMENT_FIELDS, "workers", "threads", "device", "data.data_dir"}
 ALPHA, SPARSITY = "mixup.alpha", "prune.sparsity"
 P_LEVEL = 0.05
 

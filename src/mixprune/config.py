@@ -272,6 +272,9 @@ class StudyConfig(Checked):
 
 
 SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
+# Top-level settings that say where outputs go and where tasks run, never what a run computes: not swept,
+# not part of a sweep cell's name, and not a difference between runs that a comparison reports.
+PLACEMENT_FIELDS = ("out", "cache_dir", "backend", "ray_address")
 
 
 def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:

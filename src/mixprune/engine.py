@@ -149,6 +149,17 @@ def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, lam: float 
     return mixup_loss(model(mix_inputs(xb, lam, partner)), yb, lam, partner)
 
 
+def sgd_step(opt: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One training step: clear the gradients, compute the loss, backpropagate, update; returns the loss.
+    The loss is one model's (0-d) or a stack's per-member losses [K], summed for the backward pass so that
+    each member gets exactly the gradient of its own loss (stacked.py)."""
+    opt.zero_grad(set_to_none=True)
+    loss = compute_loss()
+    (loss.sum() if loss.dim() else loss).backward()
+    opt.step()
+    return loss
+
+
 class GraphedSteps:
     """Full-batch training steps (forward, backward, SGD) replayed as CUDA graphs: one launch per step
     instead of ~40, which is what bounds a net this small on a GPU. `step` reads its inputs from the
@@ -223,11 +234,8 @@ def graph_model_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Ten
               "lam": torch.ones((), device=x.device), "partner": torch.arange(batch_size, device=x.device)}
 
     def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = batch_loss(model, inputs["x"], inputs["y"], inputs["lam"] if mixup else None, inputs["partner"])
-        loss.backward()
-        opt.step()
-        return loss
+        return sgd_step(opt, lambda: batch_loss(model, inputs["x"], inputs["y"], inputs["lam"] if mixup else None,
+                                                inputs["partner"]))
 
     return GraphedSteps(step, opt, inputs, release=lambda: drop_stale_autograd(model))
 
@@ -260,10 +268,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
             mix = {"lam": lam, "partner": partner} if lam is not None else {}
             loss = graphed.run(lr, x=xb, y=yb, **mix)
         else:
-            loss = batch_loss(model, xb, yb, lam, partner)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = sgd_step(opt, lambda: batch_loss(model, xb, yb, lam, partner))
         total += loss.detach()
         batches += 1
         if spec.step_hook is not None:

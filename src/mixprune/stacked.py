@@ -44,6 +44,7 @@ from .engine import (
     draw_mixup,
     end_epoch,
     sgd,
+    sgd_step,
     steps_per_epoch,
     use_graphs,
 )
@@ -172,11 +173,7 @@ def _graphed(stack: Stack, opt: torch.optim.Optimizer, data: Tensors, k: int, ba
               "lam": torch.ones(k, device=x.device), "partner": torch.arange(batch_size, device=x.device).repeat(k, 1)}
 
     def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        losses = stack.losses(inputs["x"], inputs["y"], inputs["lam"], inputs["partner"], mixup)
-        losses.sum().backward()
-        opt.step()
-        return losses
+        return sgd_step(opt, lambda: stack.losses(inputs["x"], inputs["y"], inputs["lam"], inputs["partner"], mixup))
     return GraphedSteps(step, opt, inputs)
 
 
@@ -190,8 +187,9 @@ def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train",
     members = list(members)
     n = len(data.train_x)
     _check_alike(members, n)
-    size = max(2, len(members)) if size is None else size
-    if size < max(2, len(members)):
+    least = max(2, len(members))
+    size = least if size is None else size
+    if size < least:
         raise ValueError(f"fit_stacked: size {size} is smaller than the stack it must hold "
                          f"({len(members)} member(s), at least 2)")
     if len(members) < size:  # twins with copied generators compute like any member and are dropped after
@@ -232,10 +230,7 @@ def _train_epoch(stack: Stack, opt: torch.optim.Optimizer, data: Tensors, member
         if graphed is not None and idx.shape[1] == bs:
             losses = graphed.run(lr, x=xb, y=yb, lam=lam, partner=partner)
         else:
-            opt.zero_grad(set_to_none=True)
-            losses = stack.losses(xb, yb, lam, partner, mixup)
-            losses.sum().backward()
-            opt.step()
+            losses = sgd_step(opt, lambda: stack.losses(xb, yb, lam, partner, mixup))
         total += losses.detach()
     return [t / steps_per_epoch(n, bs) for t in total.tolist()]  # as fit(): float32 sum, float mean
 

@@ -224,7 +224,7 @@ def run_jobs(jobs: list[Job], data: Tensors, obs: Observer, stack: int = 0) -> l
     together = [j for j in jobs if stack and stackable(j.model, j.spec)]
     histories = dict(zip(map(id, together), fit_stacked(
         [Member(j.model, j.spec, j.order_gen, j.mixup_gen, callbacks(j), f"{j.name} seed {j.seed}") for j in together],
-        data, together[0].phase, max(stack, len(together), 2)))) if together else {}
+        data, together[0].phase, stack))) if together else {}
     for job in jobs:
         if id(job) not in histories:
             histories[id(job)] = fit(job.model, data, job.spec, job.order_gen, job.mixup_gen, phase=job.phase,

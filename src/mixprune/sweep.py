@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import ensure_dir, exclusive_dir, write_text_atomic
-from .config import SECTIONS, StudyConfig, identity, to_dict, with_overrides
+from .config import PLACEMENT_FIELDS, SECTIONS, StudyConfig, identity, to_dict, with_overrides
 from .data import Dataset
 from .engine import TrainingDiverged
 from .errors import ConfigError
@@ -37,7 +37,7 @@ def _field_type(key: str) -> Any:
         raise ConfigError(f"--grid {key}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
     hints = typing.get_type_hints(StudyConfig)
     cls_hints = typing.get_type_hints(hints[section]) if section else hints
-    if name not in cls_hints or name in SECTIONS or name in ("seeds", "out", "cache_dir", "backend", "ray_address"):
+    if name not in cls_hints or name in SECTIONS or name in ("seeds", *PLACEMENT_FIELDS):
         raise ConfigError(f"--grid {key}: not a field that can be swept")
     hint = cls_hints[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -108,8 +108,7 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
         overrides = dict(zip(grid, combo))
         cfg = with_overrides(base, {**overrides, "out": None})
         label = "_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base"
-        # where results go and where reusable models are kept do not change them: not part of the name
-        ident = {k: v for k, v in identity(cfg).items() if k not in ("out", "cache_dir", "backend", "ray_address")}
+        ident = {k: v for k, v in identity(cfg).items() if k not in PLACEMENT_FIELDS}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
         out.append((f"{label}-{digest}".replace("/", "-"), cfg))
     return out
