@@ -88,6 +88,16 @@ def test_a_member_depends_on_the_size_of_its_stack_not_on_the_others(data, many_
             assert all(torch.equal(a, b) for a, b in zip(st, runs[0][0])), f"stack of {size}"
 
 
+def test_a_freshly_masked_member_can_be_padded(data):
+    """Right after attach_masks, prune's `weight` carries an autograd graph (deepcopy refuses such tensors):
+    the padded lone member trains, bit for bit as beside another masked model."""
+    alone = member(0, masked=True)
+    fit_stacked([alone], data)
+    pair = [member(0, masked=True), member(1, mixup=True, masked=True)]
+    fit_stacked(pair, data)
+    assert all(torch.equal(a, b) for a, b in zip(state(alone), state(pair[0])))
+
+
 def test_a_stack_smaller_than_its_members_is_refused(data):
     with pytest.raises(ValueError, match="size 2 is smaller than the stack it must hold \\(3 member"):
         fit_stacked([member(0), member(1), member(2)], data, size=2)

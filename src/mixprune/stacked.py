@@ -42,6 +42,7 @@ from .engine import (
     Tensors,
     batch_loss,
     draw_mixup,
+    drop_stale_autograd,
     end_epoch,
     sgd,
     sgd_step,
@@ -194,6 +195,7 @@ def fit_stacked(members: Sequence[Member], data: Tensors, phase: str = "train",
                          f"({len(members)} member(s), at least 2)")
     if len(members) < size:  # twins with copied generators compute like any member and are dropped after
         m = members[0]
+        drop_stale_autograd(m.model)  # prune's cached `weight` may hold an autograd graph, which deepcopy refuses
         twins = [Member(copy.deepcopy(m.model), m.spec, _clone(m.order_gen), _clone(m.mixup_gen), (), m.label)
                  for _ in range(size - len(members))]
         return fit_stacked(members + twins, data, phase)[:len(members)]
