@@ -9,7 +9,7 @@ from mixprune.bench import CsrLinearLeNet, bench_model, bench_targets, semi_stru
 from mixprune.cli import main
 from mixprune.errors import ModelFileError
 from mixprune.export import save_safetensors
-from mixprune.model import LeNet5
+from mixprune.models import LeNet5
 from mixprune.pruning import attach_masks, make_permanent
 from mixprune.slimming import structured_keep, unit_masks
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mixprune.cli import main
+from mixprune.data import FASHION_MNIST
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -87,7 +88,10 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
     assert res.returncode == 0, res.stderr
     assert "Mixup+Pruned (D)" in res.stdout and "31424" in res.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["data"] == {"source": str(real_data_dir), "train_examples": 8000, "test_examples": 1000,
+    assert results["data"] == {"dataset": "fashion-mnist", "source": str(real_data_dir), "train_examples": 8000,
+                               "test_examples": 1000, "input_shape": [1, 28, 28], "classes": list(FASHION_MNIST.classes),
+                               "normalization": {"mean": [0.5], "std": [0.5], "from": "the dataset's published values"},
+                               "storage": "uint8 images resident on cpu, normalized per batch",
                                "evaluation": "test split"}
     for name in ("baseline", "mixup", "pruned", "mixup_pruned"):
         for seed in ("0", "1"):

@@ -12,7 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixprune import data as D
+import dataclasses
+
+from mixprune.data import Images
+from mixprune.data import idx as D
 from mixprune.errors import DataError
 
 from .helpers import TINY, idx_bytes, write_idx_set
@@ -21,7 +24,7 @@ from .helpers import TINY, idx_bytes, write_idx_set
 def test_loads_gz_and_raw_identically(tmp_path):
     a = D.load_fashion_mnist(write_idx_set(tmp_path / "gz", gz=True), spec=TINY)
     b = D.load_fashion_mnist(write_idx_set(tmp_path / "raw", gz=False), spec=TINY)
-    assert a.train_x.shape == (40, 28, 28) and a.train_x.dtype == torch.uint8
+    assert a.train_x.shape == (40, 1, 28, 28) and a.train_x.dtype == torch.uint8
     assert a.test_y.shape == (20,) and a.test_y.dtype == torch.int64
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
     assert a.train_y.tolist() == [i % 10 for i in range(40)]
@@ -34,19 +37,18 @@ def test_torchvision_layout_is_found(tmp_path):
 
 def test_search_order(tmp_path, monkeypatch):
     system, cache, env, flag = (write_idx_set(tmp_path / n) for n in ("system", "cache", "env", "flag"))
-    monkeypatch.setattr(D, "SYSTEM_DIR", system)
-    monkeypatch.setattr(D, "user_cache_dir", lambda: cache)
-    assert D.locate(None, TINY)["train_images"].parent == cache
+    spec = dataclasses.replace(TINY, system_dir=system)
+    monkeypatch.setattr(D, "user_cache_dir", lambda name: cache)
+    assert D.locate(None, spec)["train_images"].parent == cache
     monkeypatch.setenv("MIXPRUNE_DATA", str(env))
-    assert D.locate(None, TINY)["train_images"].parent == env
-    assert D.locate(flag, TINY)["train_images"].parent == flag
-    assert [p for p in D.candidate_dirs(flag)] == [flag, env, cache, system]
+    assert D.locate(None, spec)["train_images"].parent == env
+    assert D.locate(flag, spec)["train_images"].parent == flag
+    assert [p for p in D.candidate_dirs(flag, spec.name, system)] == [flag, env, cache, system]
 
 
 def test_nothing_found_says_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "SYSTEM_DIR", tmp_path / "nope")
     with pytest.raises(DataError) as exc:
-        D.locate(None, TINY)
+        D.locate(None, dataclasses.replace(TINY, system_dir=tmp_path / "nope"))
     msg = str(exc.value)
     assert str(tmp_path / "nope") in msg and "apt-get install dataset-fashion-mnist" in msg
     assert "mixprune data download" in msg and "\n" not in msg
@@ -122,19 +124,22 @@ def test_trailing_bytes(tmp_path):
 def test_checksum_of_decompressed_bytes(tiny_dir):
     raw = {role: gzip.decompress((tiny_dir / f"{base}.gz").read_bytes()) for role, base in TINY.files.items()}
     good = {role: hashlib.sha256(b).hexdigest() for role, b in raw.items()}
-    spec = D.DatasetSpec(TINY.files, TINY.counts, TINY.image_hw, TINY.num_classes, sha256=good)
+    spec = dataclasses.replace(TINY, sha256=good)
     D.load_fashion_mnist(tiny_dir, spec=spec)  # recompressing does not matter: contents are hashed
     (tiny_dir / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw["train_labels"], compresslevel=1))
     D.load_fashion_mnist(tiny_dir, spec=spec)
     bad = dict(good, test_images="0" * 64)
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: SHA-256 of the decompressed contents"):
-        D.load_fashion_mnist(tiny_dir, spec=D.DatasetSpec(TINY.files, TINY.counts, TINY.image_hw, 10, bad))
+        D.load_fashion_mnist(tiny_dir, spec=dataclasses.replace(TINY, sha256=bad))
 
 
 def test_normalization_and_shape():
-    x = D.to_model_inputs(torch.tensor([[[0, 255], [51, 204]]], dtype=torch.uint8))
+    images = Images(torch.tensor([[[[0, 255], [51, 204]]]], dtype=torch.uint8), (0.5,), (0.5,))
+    x = images[:]
     assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
     assert torch.allclose(x.flatten(), torch.tensor([-1.0, 1.0, -0.6, 0.6]))
+    lo, hi = images.value_range()
+    assert lo.item() == -1.0 and hi.item() == 1.0
 
 
 def test_subset_keeps_first_examples(tiny_dir):
@@ -147,7 +152,7 @@ def test_subset_keeps_first_examples(tiny_dir):
 @pytest.mark.realdata
 def test_real_dataset_verifies(real_data_dir):
     ds = D.load_fashion_mnist(real_data_dir)
-    assert ds.train_x.shape == (60_000, 28, 28) and ds.test_x.shape == (10_000, 28, 28)
+    assert ds.train_x.shape == (60_000, 1, 28, 28) and ds.test_x.shape == (10_000, 1, 28, 28)
     assert torch.bincount(ds.train_y).tolist() == [6000] * 10
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from mixprune.errors import ModelFileError
 from mixprune.export import load_model, save_safetensors, save_sparse, sparse_state
-from mixprune.model import LeNet5
+from mixprune.models import LeNet5
 from mixprune.pruning import attach_masks, l1_masks, make_permanent
 
 

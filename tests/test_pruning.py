@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 
 from mixprune.engine import FitSpec, Tensors, constant_lr, fit
 from mixprune.export import save_safetensors
-from mixprune.model import LeNet5, count_nonzero, init_weights, prunable
+from mixprune.models import LeNet5, count_nonzero, init_weights, prunable
 from mixprune.pruning import attach_masks, current_masks, l1_masks, make_permanent, pruned_counts
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mixprune.engine import FitSpec, Tensors, constant_lr, fit, steps_per_epoch
-from mixprune.model import LeNet5, count_nonzero, prunable
+from mixprune.models import LeNet5, count_nonzero, prunable
 from mixprune.pruning import GradualPruner, cubic_fraction, current_masks, make_permanent, pruned_counts
 
 

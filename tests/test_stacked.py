@@ -12,8 +12,11 @@ from safetensors.torch import load_file
 from mixprune import StudyConfig, load_fashion_mnist, reproduce
 from mixprune.config import identity, with_overrides
 from mixprune.engine import FitSpec, Tensors, TrainingDiverged, fit, generator, lr_steps
-from mixprune.model import LeNet5, count_nonzero
-from mixprune.paths import MODEL_NAMES, RunPaths
+from mixprune.models import LeNet5, count_nonzero
+from mixprune.paths import RunPaths
+from mixprune.variants import PAPER
+
+NAMES = tuple(v.name for v in PAPER)
 from mixprune.pruning import GradualPruner, attach_masks, current_masks, l1_masks
 from mixprune.stacked import Member, fit_stacked
 from mixprune.study import stacking
@@ -182,13 +185,13 @@ def test_a_stacked_study_matches_a_separate_one(ds, tmp_path):
     separate = study(ds, tmp_path / "p", **{"train.stack_models": False})
     assert stacked["complete"] and stacked["execution"]["stacked_chains"] == [4]
     assert separate["execution"]["stacked_chains"] == []
-    for name in MODEL_NAMES:
+    for name in NAMES:
         for seed in (0, 1):
             a, b = metrics(stacked, name, seed), metrics(separate, name, seed)
             assert a[3] == b[3]  # same masks' sizes
             assert a[1] == pytest.approx(b[1], abs=1e-3)  # losses equal up to float rounding
     again = study(ds, tmp_path / "s2")
-    assert all(metrics(again, n, s) == metrics(stacked, n, s) for n in MODEL_NAMES for s in (0, 1))
+    assert all(metrics(again, n, s) == metrics(stacked, n, s) for n in NAMES for s in (0, 1))
 
 
 def test_one_chain_per_worker_is_not_stacked(ds, tmp_path):
@@ -196,7 +199,7 @@ def test_one_chain_per_worker_is_not_stacked(ds, tmp_path):
     one = study(ds, tmp_path / "a", seeds=[0], workers=2)
     ref = study(ds, tmp_path / "b", seeds=[0], workers=2, **{"train.stack_models": False})
     assert one["execution"]["stacked_chains"] == [] and "nothing to stack" in one["execution"]["stack_note"]
-    assert all(metrics(one, n, 0) == metrics(ref, n, 0) for n in MODEL_NAMES)
+    assert all(metrics(one, n, 0) == metrics(ref, n, 0) for n in NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +219,8 @@ def test_a_cached_stacked_model_is_the_one_a_fresh_run_trains(ds200, tmp_path):
     fresh = study(ds200, tmp_path / "c3", **over, **{"mixup.alpha": 0.4})
     assert sorted(reused["execution"]["reused_models"]) == sorted(
         f"{n}-seed{s} (measured)" for n in ("baseline", "pruned") for s in (0, 1))
-    assert all(metrics(reused, n, s) == metrics(fresh, n, s) for n in MODEL_NAMES for s in (0, 1))
-    for n in MODEL_NAMES:  # the weights themselves, not only the (rounded) metrics
+    assert all(metrics(reused, n, s) == metrics(fresh, n, s) for n in NAMES for s in (0, 1))
+    for n in NAMES:  # the weights themselves, not only the (rounded) metrics
         for s in (0, 1):
             a, b = (load_file(str(RunPaths(tmp_path / d).model_file(n, s, "safetensors"))) for d in ("c2", "c3"))
             assert all(torch.equal(a[k], b[k]) for k in a), f"{n} seed {s}"

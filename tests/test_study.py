@@ -9,8 +9,12 @@ import pytest
 
 from mixprune import StudyConfig, load_config_file, load_fashion_mnist, load_model, reproduce
 from mixprune.config import with_overrides
-from mixprune.model import count_nonzero
-from mixprune.paths import MODEL_NAMES
+from mixprune.models import count_nonzero
+from mixprune.report import fmt
+from mixprune.variants import PAPER, Design
+
+NAMES = tuple(v.name for v in PAPER)
+design_label = Design(PAPER).label
 
 from .helpers import TINY
 
@@ -32,9 +36,9 @@ def run(tmp_path_factory):
 def test_results_json_schema(run):
     cfg, results, out = run
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["models"].keys() == set(MODEL_NAMES)
+    assert on_disk["models"].keys() == set(NAMES)
     assert on_disk["config"]["seeds"] == [0, 1] and "torch" in on_disk["environment"]["versions"]
-    for name in MODEL_NAMES:
+    for name in NAMES:
         entry = on_disk["models"][name]
         assert entry["seeds"].keys() == {"0", "1"}
         for seed in ("0", "1"):
@@ -58,7 +62,7 @@ def test_pruned_models_have_paper_counts(run):
 
 def test_every_file_written_and_sizes_measured(run):
     _, results, out = run
-    for name in MODEL_NAMES:
+    for name in NAMES:
         for seed in (0, 1):
             m = results["models"][name]["seeds"][str(seed)]
             for suffix, key in (("safetensors", "size_bytes_fp32"), ("fp16.safetensors", "size_bytes_fp16"),
@@ -77,13 +81,17 @@ def test_history_csv(run):
 
 
 def test_report_and_resolved_config(run):
-    cfg, _, out = run
+    cfg, results, out = run
     report = (out / "report.md").read_text()
     assert all(m["onnx_verified"] for e in run[1]["models"].values() for m in e["seeds"].values())
     assert "8 of 8 exported models match PyTorch" in report
     for heading in ("Table 2", "Table 3", "Table 4", "Per-class F1", "Inconsistencies in the paper"):
         assert heading in report
-    assert "88.34" in report and "62.7%" in report and "(n=2)" in report
+    table2 = report.split("## Table 2")[1].split("## Table 3")[0]
+    for name in ("baseline", "mixup"):  # the 'Ours' cells are this run's numbers, beside the paper's
+        ours = fmt(results["models"][name]["summary"]["test_accuracy"])
+        row = next(line for line in table2.splitlines() if line.startswith(f"| {design_label(name)} |"))
+        assert ours in row and "(n=2)" in ours
     assert load_config_file(out / "config.toml") == cfg
 
 
@@ -92,7 +100,7 @@ def test_same_seed_same_metrics(run, tmp_path):
     from .helpers import write_idx_set
     ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
     again = reproduce(with_overrides(cfg, {"seeds": [1], "out": str(tmp_path / "o"), "bench.latency": False}), dataset=ds)
-    for name in MODEL_NAMES:
+    for name in NAMES:
         a, b = results["models"][name]["seeds"]["1"], again["models"][name]["seeds"]["1"]
         for key in ("test_accuracy", "test_loss", "per_class_f1", "params_nonzero", "size_bytes_sparse"):
             assert a[key] == b[key], (name, key)
@@ -107,7 +115,7 @@ def test_worker_processes_give_identical_results(tmp_path):
     serial = reproduce(with_overrides(base, {"workers": 1, "out": str(tmp_path / "a")}), dataset=ds)
     parallel = reproduce(with_overrides(base, {"workers": 2, "out": str(tmp_path / "b")}), dataset=ds)
     assert parallel["execution"]["workers"] == 2 and serial["execution"]["workers"] == 1
-    for name in MODEL_NAMES:
+    for name in NAMES:
         a, b = serial["models"][name]["seeds"]["0"], parallel["models"][name]["seeds"]["0"]
         assert (a["test_accuracy"], a["test_loss"], a["per_class_f1"]) == (b["test_accuracy"], b["test_loss"], b["per_class_f1"])
     assert (tmp_path / "a" / "history.csv").read_text().count("\n") == (tmp_path / "b" / "history.csv").read_text().count("\n")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import paper
 from .stats import paired
+from .variants import PAPER, from_results
 
 MIN_SEEDS, ALPHA = 5, 0.05
 PAPER_AMOUNTS = (0.2, 0.3)
@@ -64,7 +64,7 @@ def _paired_claim(results: dict, cid: str, claim: str, paper_fig: str, a: tuple[
 
 
 def _drops(results: dict) -> tuple[list[float], list[float]]:
-    acc = {n: _seeds(results, n, "test_accuracy") for n in paper.LABELS}
+    acc = {v.name: _seeds(results, v.name, "test_accuracy") for v in PAPER}
     return ([c - a for a, c in zip(acc["baseline"], acc["pruned"])],
             [d - b for b, d in zip(acc["mixup"], acc["mixup_pruned"])])
 
@@ -83,6 +83,14 @@ CLAIMS = {"C1": "Mixup raises test accuracy", "C2": "Mixup lowers test loss", "C
           "C6": "Pruning speeds inference", "C7": "Model D is small", "C8": "Mixup raises F1 of difficult classes",
           "C9": "Joint strategy beats pruning alone", "C10": "Edge speed-up on a Raspberry Pi 4B",
           "C11": "Best Mixup strength grows with sparsity (alpha ~ sqrt(s))", "C12": "Mixup improves robustness"}
+
+
+def paper_setting(results: dict) -> bool:
+    """Whether a run is the paper's study: its four variants, LeNet-5 on FashionMNIST. The claims are the
+    paper's about that setting; on other data, networks or designs they are not audited."""
+    data = results.get("data", {})
+    return (from_results(results).is_paper() and results["config"]["model"]["arch"] == "lenet5"
+            and data.get("dataset", "fashion-mnist") == "fashion-mnist")
 
 
 def audit_claims(results: dict) -> list[dict[str, Any]]:
@@ -149,12 +157,11 @@ def _c7(results: dict) -> dict[str, Any]:
 
 
 def _c8(results: dict) -> dict[str, Any]:
-    from .data import CLASSES
-
+    classes = results.get("data", {}).get("classes") or [str(c) for c in range(10)]
     hard, f1_a, f1_b = _difficult(results)
     cmp = paired(f1_a, f1_b)
     return _row("C8", CLAIMS["C8"], "> +3 points", _fmt(cmp), _test(cmp, +1, 3.0),
-                f"mean F1 of the {DIFFICULT_CLASSES} lowest-F1 baseline classes ({', '.join(CLASSES[c] for c in hard)}), "
+                f"mean F1 of the {DIFFICULT_CLASSES} lowest-F1 baseline classes ({', '.join(classes[c] for c in hard)}), "
                 "paired Mixup - Baseline; reproduced if > +3 points with p < 0.05", cmp["p_value"])
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from .backends import available_cores
 from .export import export_onnx, ort_session, quantize_onnx_int8, time_ms
-from .model import LeNet5, effective_macs, macs_per_image
+from .models import LeNet5, effective_macs, input_shape, macs_per_image
 from .slimming import slim
 
 
@@ -51,8 +51,8 @@ class CsrLinearLeNet(nn.Module):
         return x
 
 
-def _torch_runner(model: nn.Module, batch: int) -> Callable[[], Any]:
-    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+def _torch_runner(model: nn.Module, batch: int, shape: tuple[int, int, int]) -> Callable[[], Any]:
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
 
     def run() -> Any:
         with torch.inference_mode():
@@ -60,19 +60,22 @@ def _torch_runner(model: nn.Module, batch: int) -> Callable[[], Any]:
     return run
 
 
-def _ort_runner(path: Path, batch: int, threads: int) -> Callable[[], Any]:
+def _ort_runner(path: Path, batch: int, threads: int, shape: tuple[int, int, int]) -> Callable[[], Any]:
     session = ort_session(path, threads)
-    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).numpy()
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)).numpy()
     return lambda: session.run(["logits"], {"input": x})
 
 
-def bench_model(model: LeNet5, batches: tuple[int, ...] = (1, 32, 256), threads: tuple[int, ...] | None = None,
+def bench_model(model: nn.Module, batches: tuple[int, ...] = (1, 32, 256), threads: tuple[int, ...] | None = None,
                 min_run_time: float = 0.3, calibration_x: torch.Tensor | None = None,
                 int8_path: Path | None = None) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
-    """Latency rows (variant, batch, threads, median_ms, iqr_ms), one-line verdicts and MAC counts."""
+    """Latency rows (variant, batch, threads, median_ms, iqr_ms), one-line verdicts and MAC counts. Inputs
+    have the model's input shape; the CSR, slimmed and 2:4 variants are LeNet-5's."""
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    shape = input_shape(model)
     threads = threads or tuple(sorted({1, available_cores()}))
-    small = slim(model)
+    lenet = isinstance(model, LeNet5)
+    small = slim(model) if lenet else model
     macs = {"dense": macs_per_image(model), "effective": effective_macs(model), "slimmed": macs_per_image(small)}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "m.onnx"
@@ -81,18 +84,21 @@ def bench_model(model: LeNet5, batches: tuple[int, ...] = (1, 32, 256), threads:
             int8_path = Path(tmp) / "m.int8.onnx"
             quantize_onnx_int8(onnx_path, int8_path, calibration_x)
         variants: dict[str, Callable[[int, int], Callable[[], Any]]] = {
-            "eager dense": lambda b, t: _torch_runner(model, b),
-            "eager CSR FC": lambda b, t: _torch_runner(CsrLinearLeNet(model), b),
-            "ORT fp32": lambda b, t: _ort_runner(onnx_path, b, t)}
-        if small.widths != model.widths:
+            "eager dense": lambda b, t: _torch_runner(model, b, shape),
+            "ORT fp32": lambda b, t: _ort_runner(onnx_path, b, t, shape)}
+        if lenet:
+            variants["eager CSR FC"] = lambda b, t: _torch_runner(CsrLinearLeNet(model), b, shape)
+        if small is not model and small.widths != model.widths:
             slim_onnx = Path(tmp) / "slim.onnx"
             export_onnx(small, slim_onnx)
-            variants["eager slimmed"] = lambda b, t: _torch_runner(small, b)
-            variants["ORT slimmed"] = lambda b, t: _ort_runner(slim_onnx, b, t)
+            variants["eager slimmed"] = lambda b, t: _torch_runner(small, b, shape)
+            variants["ORT slimmed"] = lambda b, t: _ort_runner(slim_onnx, b, t, shape)
         if int8_path is not None:
-            variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t)
+            variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t, shape)
         rows = [{"variant": v, "batch": b, "threads": t, **time_ms(make(b, t), t, min_run_time)}
                 for v, make in variants.items() for t in threads for b in batches]
+    if not lenet:
+        return rows, verdicts(rows, macs, None, None), macs
     gpu_rows, gpu_line = semi_structured_gpu(model, min_run_time=min_run_time)
     return rows + gpu_rows, verdicts(rows, macs, model.widths, small.widths) + [gpu_line], macs
 
@@ -104,7 +110,8 @@ def _lookup(rows: list[dict[str, Any]], variant: str, batch: int, threads: int) 
     return None
 
 
-def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple, slim_widths: tuple) -> list[str]:
+def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple | None,
+             slim_widths: tuple | None) -> list[str]:
     """Plain sentences from the measured rows (largest batch, one thread, unless stated)."""
     b, t = max(r["batch"] for r in rows), 1
     dense = _lookup(rows, "eager dense", b, t)
@@ -122,6 +129,8 @@ def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple, sl
         if ort_ms and ort_slim_ms:
             line += f", {ort_ms / ort_slim_ms:.2f}x in ONNX Runtime"
         out.append(line + ".")
+    elif widths is None:
+        out.append("slimming does not apply: physical slimming is LeNet-5's; this network keeps its dense shapes.")
     else:
         out.append("slimming does not apply: no filter or neuron is pruned whole, so the dense shapes stay.")
     for batch in sorted({1, b}):
@@ -242,7 +251,9 @@ def semi_structured_gpu(model: LeNet5, batches: tuple[int, ...] = (32, 256, 4096
 def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, Path | None]]:
     """label -> (fp32 model file, int8 ONNX file or None) for a model file or a run directory."""
     from .errors import ModelFileError
-    from .paths import MODEL_NAMES, RunPaths
+    from .paths import RunPaths
+    from .results import load_results
+    from .variants import Design, from_results
 
     if path.is_file():
         return {path.name: (path, None)}
@@ -255,8 +266,12 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, 
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
         raise ModelFileError(f"{path} has no models for seed {seed}; it has seeds {seeds}")
+    try:
+        design = from_results(load_results(paths.results_json))
+    except (OSError, ValueError, TypeError, KeyError):  # no readable results.json: the paper's variant names
+        design = Design()
     out = {}
-    for name in MODEL_NAMES:
+    for name in design.names:
         f = paths.model_file(name, seed, "safetensors")
         if f.is_file():
             q = paths.model_file(name, seed, "int8.onnx")
@@ -265,7 +280,7 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, 
 
 
 def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[int, ...], threads: tuple[int, ...] | None,
-                 min_run_time: float, out_json: Path | None = None) -> dict[str, Any]:
+                 min_run_time: float, out_json: Path | None = None, arch: str | None = None) -> dict[str, Any]:
     """bench_model for every target; written atomically to out_json when given."""
     import json
     import platform
@@ -277,7 +292,8 @@ def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[in
                                           "cores": available_cores(), "torch": torch.__version__},
                               "models": {}}
     for label, (model_path, int8_path) in targets.items():
-        rows, lines, macs = bench_model(load_model(model_path), batches, threads, min_run_time, int8_path=int8_path)
+        rows, lines, macs = bench_model(load_model(model_path, arch), batches, threads, min_run_time,
+                                        int8_path=int8_path)
         result["models"][label] = {"file": str(model_path), "rows": rows, "verdicts": lines, "macs": macs}
     if out_json is not None:
         write_text_atomic(out_json, json.dumps(result, indent=1))

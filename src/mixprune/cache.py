@@ -1,7 +1,7 @@
 """Trained and measured models reused across runs: a store keyed by everything a model depends on.
 
     cache = ModelCache(Path("runs/sweep/cache"))
-    key = model_key(cfg, seed, "pruned", fingerprint, device, threads)   # 16 hex digits
+    key = model_key(cfg, seed, "pruned", fingerprint, device, threads)   # 16 hex digits (paper's design)
     entry = cache.load_trained(key)          # (state dict, history, extra) or None
     cache.save_trained(key, state, history, extra)
 
@@ -30,43 +30,61 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
-from .config import StudyConfig, to_dict, uses_mixup
+from .config import StudyConfig, to_dict
+from .models import kind
+from .variants import Design, mixup_on
 
-PRUNED_NAMES = ("pruned", "mixup_pruned")
 
-
-def data_fingerprint(*tensors: torch.Tensor) -> str:
-    """SHA-256 (16 hex digits) over the shapes and bytes of the dataset tensors."""
-    h = hashlib.sha256()
+def data_fingerprint(*tensors: torch.Tensor, extra: str = "") -> str:
+    """SHA-256 (16 hex digits) over the shapes and bytes of the dataset tensors (and `extra`, e.g. the
+    normalization the inputs get)."""
+    h = hashlib.sha256(extra.encode())
     for t in tensors:
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        for i in range(0, len(t), 4096):  # in chunks: a memory-mapped dataset is never copied whole
+            h.update(t[i:i + 4096].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
 def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: str, threads: int,
-              stack_size: int | None = None) -> str:
-    """The cache key of one model of one seed: a hash of exactly the settings that determine it.
+              stack_size: int | None = None, design: Design | None = None) -> str:
+    """The cache key of one model (variant `name` of `design`, the paper's by default) of one seed: a hash of
+    exactly the settings that determine it, down its line of parents.
     `stack_size`: trained in a stack of that many models (stacked.py), whose rounding differs from separate
     training and, with many threads, from other stack sizes; --stack-models itself is not part of the key,
     since a chain with no other chain beside it trains separately."""
     from . import __version__
 
-    dense = "mixup" if name in ("mixup", "mixup_pruned") else "baseline"
+    line = (design or Design()).ancestors(name)
+    root = line[0]
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("eval_batch_size", "stack_models")}
     parts: dict[str, Any] = {
         "versions": [__version__, torch.__version__], "device": device, "threads": threads, "seed": seed,
         "data": fingerprint, "model": to_dict(cfg.model), "train": train,
-        "mixup": cfg.mixup.alpha if uses_mixup(cfg, dense, "train") else None,
+        "mixup": cfg.mixup.alpha if mixup_on(cfg, root) else None,
         # dropout masks come from a stream named after the model, so A and B differ when dropout is on
-        "stream": dense if cfg.model.dropout > 0 else None}
+        "stream": root.name if cfg.model.dropout > 0 else None}
+    if kind(cfg.model.arch) == "file":  # a user's factory: its code is part of what the model depends on
+        parts["code"] = _file_digest(cfg.model.arch.rpartition(":")[0])
     if stack_size:  # only when set, so that keys of separately trained models stay what they were
         parts["stack_size"] = stack_size
-    if name in PRUNED_NAMES:
-        prune = {k: v for k, v in to_dict(cfg.prune).items() if k not in ("finetune_mixup", "sparsity")}
-        parts.update(prune=prune, finetune_mixup=cfg.mixup.alpha if uses_mixup(cfg, name, "finetune") else None,
+    if any(v.loss != "ce" for v in line):
+        parts["losses"] = [v.loss for v in line]
+    if len(line) > 2:  # a deeper line: each intermediate step too (the paper's lines have two)
+        parts["line"] = [[v.step, mixup_on(cfg, v)] for v in line[1:-1]]
+    v = line[-1]
+    if v.step == "prune":
+        prune = {k: val for k, val in to_dict(cfg.prune).items() if k not in ("finetune_mixup", "sparsity")}
+        parts.update(prune=prune, finetune_mixup=cfg.mixup.alpha if mixup_on(cfg, v) else None,
                      pruned_stream=name if cfg.model.dropout > 0 else None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def bench_key(cfg: StudyConfig) -> str:

@@ -5,8 +5,8 @@
     mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
     mixprune report SWEEP_DIR          # one report over every run below SWEEP_DIR (plots, Pareto fronts, C11)
-    mixprune data download [DIR]       # fetch FashionMNIST through torchvision (needs internet)
-    mixprune data check [--data-dir D] # locate and verify the dataset
+    mixprune data download [DIR] [--dataset NAME]   # fetch a dataset through torchvision (needs internet)
+    mixprune data check [--dataset NAME] [--data-dir D]  # locate and verify a dataset
 
 Exit codes: 0 success, 1 a sweep cell failed (recorded in sweep.md), 2 bad input (one-line message, no
 traceback), 130 interrupted.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import typing
 from pathlib import Path
@@ -56,7 +55,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixprune", description="Lightweight CNNs from Mixup and pruning, "
-                                "measured honestly on FashionMNIST.")
+                                "measured honestly: the paper's study on FashionMNIST, or your network on your data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rep = sub.add_parser("reproduce", help="run the paper's four-model study (Baseline, Mixup, Pruned, "
                          "Mixup+Pruned) and write results.json, report.md, history.csv and model files",
@@ -82,16 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, nargs="+", default=None, metavar="N",
                    help="thread counts [default: 1 and all cores]")
     b.add_argument("--seconds", type=float, default=0.3, metavar="X", help="timed seconds per measurement [default: 0.3]")
+    b.add_argument("--arch", metavar="PATH.py:FUNCTION", help="the factory that built the models, for files of "
+                   "your own network (mixprune imports user code only when you name it)")
     r = sub.add_parser("report", help="re-render report.md from a run directory's results.json, or write one report "
                        "over every run below a directory (a sweep)")
     r.add_argument("run_dir", metavar="RUN_DIR")
-    data = sub.add_parser("data", help="get or check the FashionMNIST files")
+    from .data import describe
+
+    known = "; ".join(f"{n}: {s}" for n, s in describe().items())
+    data = sub.add_parser("data", help="get or check a dataset's files")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     dl = dsub.add_parser("download", help="download through torchvision (needs internet) and verify")
     dl.add_argument("directory", nargs="?", metavar="DIR", help="target directory [default: the user cache, "
-                    "~/.cache/mixprune/fashion-mnist]")
+                    "~/.cache/mixprune/NAME]")
     chk = dsub.add_parser("check", help="locate and verify the dataset, print where it is")
     chk.add_argument("--data-dir", metavar="DIR")
+    for action in (dl, chk):
+        action.add_argument("--dataset", default="fashion-mnist", metavar="NAME", help=f"{known} [default: "
+                            "fashion-mnist]")
     return p
 
 
@@ -122,19 +129,26 @@ class RichObserver:
 def summary_table(results: dict) -> Table:
     """The study at a glance; report.md has the paper's full Tables 2-4 beside ours."""
     from . import paper
+    from .audit import paper_setting
     from .report import fmt
+    from .variants import from_results
 
     n = len(results["config"]["seeds"])
-    t = Table(title=f"mixprune reproduce: mean ± std over {n} seed(s); the paper's figure in brackets")
+    quote = paper_setting(results)
+    t = Table(title=f"mixprune reproduce: mean ± std over {n} seed(s)" + ("; the paper's figure in brackets" if quote
+                                                                           else ""))
     for col in ("Model", "Test acc (%)", "Test loss", "Nonzero params", "b=256 latency (ms)", "fp16 KiB",
                 "sparse KiB"):
         t.add_column(col, justify="left" if col == "Model" else "right")
+    design = from_results(results)
     for name, entry in results["models"].items():
         s = entry["summary"]
         f = lambda key, digits=2, scale=1.0: fmt(s.get(key), digits, scale, show_n=False)  # noqa: E731
-        acc = f("test_accuracy") + f" [{paper.TEST_ACCURACY[name]}]"
-        loss = f("test_loss", 3) + (f" [{paper.TEST_LOSS[name]}]" if paper.TEST_LOSS[name] else "")
-        t.add_row(paper.LABELS[name], acc, loss, f("params_nonzero", 0), f("latency_ms_batch256", 3),
+        acc, loss = f("test_accuracy"), f("test_loss", 3)
+        if quote:
+            acc += f" [{paper.TEST_ACCURACY[name]}]"
+            loss += f" [{paper.TEST_LOSS[name]}]" if paper.TEST_LOSS[name] else ""
+        t.add_row(design.label(name), acc, loss, f("params_nonzero", 0), f("latency_ms_batch256", 3),
                   f("size_bytes_fp16", 1, 1 / 1024), f("size_bytes_sparse", 1, 1 / 1024))
     return t
 
@@ -167,18 +181,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         write_collection_report(paths.root)
         out.print(f"wrote {paths.root / 'report.md'} and report.html")
         return 0
-    try:
-        results = json.loads(paths.results_json.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputError(f"{paths.results_json} not found; pass the directory that `mixprune reproduce` wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OutputError(f"{paths.results_json} is not valid JSON ({exc})") from None
-    from .study import SCHEMA_VERSION
+    from .results import read_results
 
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
-        found = results.get("schema_version") if isinstance(results, dict) else None
-        raise OutputError(f"{paths.results_json} has schema_version {found!r}; this mixprune reads "
-                          f"{SCHEMA_VERSION}: re-run the study with this version, or use the mixprune that wrote it")
+    results = read_results(paths.results_json)
     try:
         write_report(results, paths)
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
@@ -228,7 +233,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid --seconds: must be > 0, got {args.seconds}")
     targets = bench_targets(Path(args.path), args.seed)
     result = bench_models(targets, tuple(args.batches), tuple(args.threads) if args.threads else None, args.seconds,
-                          out_json=Path(args.path) / "bench.json" if Path(args.path).is_dir() else None)
+                          out_json=Path(args.path) / "bench.json" if Path(args.path).is_dir() else None,
+                          arch=args.arch)
     for label, entry in result["models"].items():
         t = Table(title=f"{label}: median ms (IQR) per forward pass")
         cols = sorted({(r["threads"], r["batch"]) for r in entry["rows"]})
@@ -248,14 +254,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import download_fashion_mnist, load_fashion_mnist
+    from .config import DataConfig
+    from .data import download, load_dataset
 
     if args.data_command == "download":
-        where = download_fashion_mnist(args.directory)
-        out.print(f"FashionMNIST downloaded and verified in {where}")
+        where = download(args.dataset, args.directory)
+        out.print(f"{args.dataset} downloaded and verified in {where}")
     else:
-        ds = load_fashion_mnist(args.data_dir)
-        out.print(f"FashionMNIST verified in {ds.source}: {len(ds.train_y)} train, {len(ds.test_y)} test images")
+        ds = load_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
+        shape = "x".join(map(str, ds.shape))
+        out.print(f"{args.dataset} verified in {ds.source}: {len(ds.train_y)} train, {len(ds.test_y)} test images, "
+                  f"{shape}, {ds.num_classes} classes", markup=False, highlight=False)
     return 0
 
 

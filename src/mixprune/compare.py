@@ -18,22 +18,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import paper
+from .artifacts import ARTIFACTS, artifact_accuracy
 from .atomic import write_text_atomic
 from .config import PLACEMENT_FIELDS
 from .errors import OutputError
-from .paths import MODEL_NAMES
-from .report import ARTIFACTS, artifact_accuracy, table
+from .report import table
 from .stats import mean_ci, paired
+from .variants import from_results
 
-EXECUTION_ONLY = {*PLACEMENT_FIELDS, "workers", "threads", "device", "data.data_dir"}
+EXECUTION_ONLY = {*PLACEMENT_FIELDS, "workers", "threads", "device", "data.data_dir", "data.memory_budget_mb"}
 ALPHA, SPARSITY = "mixup.alpha", "prune.sparsity"
 P_LEVEL = 0.05
 
 
 def find_runs(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Every complete run below root, in path order."""
-    from .study import complete_results
+    from .results import complete_results
 
     runs = []
     for path in sorted(Path(root).rglob("results.json")):  # cache entries hold no results.json
@@ -62,10 +62,12 @@ def varying(runs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     return keys
 
 
-def depends_on(model: str, keys: list[str]) -> list[str]:
-    """The varying fields that can change `model`: A sees neither Mixup nor pruning, B no pruning, C no Mixup."""
-    mixup = model in ("mixup", "mixup_pruned")
-    pruned = model in ("pruned", "mixup_pruned")
+def depends_on(model: str, keys: list[str], results: dict[str, Any] | None = None) -> list[str]:
+    """The varying fields that can change `model`: A sees neither Mixup nor pruning, B no pruning, C no Mixup
+    (read from the variant table: Mixup down its line, a prune step down its line)."""
+    line = from_results(results or {}).ancestors(model)
+    mixup = any(v.mixup for v in line)
+    pruned = any(v.step == "prune" for v in line)
     return [k for k in keys if (mixup or not k.startswith("mixup.")) and (pruned or not k.startswith("prune."))]
 
 
@@ -97,17 +99,20 @@ def runs_table(runs: list[tuple[Path, dict[str, Any]]], keys: list[str]) -> str:
     for path, r in runs:
         flat = flat_config(r["config"])
         accs = []
-        for name in MODEL_NAMES:
+        for name in from_results(r).names:
             ci = mean_ci(list(seed_values(r, name, "test_accuracy").values()))
             accs.append(f"{ci['mean']:.2f}" + (f" [{ci['ci95'][0]:.2f}, {ci['ci95'][1]:.2f}]" if ci["ci95"] else ""))
         rows.append([str(flat.get(k)) for k in keys] + accs + [str(len(r["config"]["seeds"])), path.name])
-    return table(keys + [paper.LABELS[n] for n in MODEL_NAMES] + ["seeds", "run"], rows)
+    design = from_results(runs[0][1])
+    return table(keys + [design.label(n) for n in design.names] + ["seeds", "run"], rows)
 
 
 def mixup_effects(runs: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per run: alpha, measured sparsity of C, D's accuracy CI and D - C paired on the same seeds."""
     out = []
     for path, r in runs:
+        if not {"pruned", "mixup_pruned"} <= r["models"].keys():  # another design: no Mixup effect to pair
+            continue
         c, d = seed_values(r, "pruned", "test_accuracy"), seed_values(r, "mixup_pruned", "test_accuracy")
         seeds = sorted(set(c) & set(d), key=int)
         if not seeds:
@@ -157,10 +162,11 @@ def _front_points(runs: list[tuple[Path, dict[str, Any]]], keys: list[str], cost
     pts, seen = [], set()
     for _, r in runs:
         flat = flat_config(r["config"])
-        for name in MODEL_NAMES:
+        design = from_results(r)
+        for name in design.names:
             if r["config"]["mixup"]["alpha"] == 0 and name in ("mixup", "mixup_pruned"):
                 continue  # the same models as A and C
-            identity = (name, tuple(json.dumps(flat.get(k)) for k in depends_on(name, keys)))
+            identity = (name, tuple(json.dumps(flat.get(k)) for k in depends_on(name, keys, r)))
             if identity in seen:
                 continue
             seen.add(identity)
@@ -172,7 +178,8 @@ def _front_points(runs: list[tuple[Path, dict[str, Any]]], keys: list[str], cost
                        for m in r["models"][name]["seeds"].values() if m.get(cost) is not None]
                 value = sum(lat) / len(lat) if lat else None
             if value:
-                pts.append((value, acc, f"{paper.LABELS[name]} ({_label({k: flat.get(k) for k in depends_on(name, keys)})})"))
+                where = _label({k: flat.get(k) for k in depends_on(name, keys, r)})
+                pts.append((value, acc, f"{design.label(name)} ({where})"))
     return pts
 
 
@@ -266,7 +273,7 @@ def collection_plots(root: Path, runs: list[tuple[Path, dict[str, Any]]]) -> dic
     layers = {}
     pruning_keys = [k for k in keys if k != ALPHA]  # C does not depend on alpha: one bar group per pruning setting
     for path, r in runs:
-        per_layer = mean_layer_sparsity(r["models"]["pruned"])
+        per_layer = mean_layer_sparsity(r["models"]["pruned"]) if "pruned" in r["models"] else None
         label = _label({k: flat_config(r["config"]).get(k) for k in pruning_keys}) if pruning_keys else path.name
         if per_layer and label not in layers and len(layers) < 8:  # a readable number of bar groups
             layers[label] = per_layer

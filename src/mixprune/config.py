@@ -124,12 +124,25 @@ class Checked:
 @dataclass(frozen=True)
 class DataConfig(Checked):
     SECTION = "data"
-    data_dir: str | None = opt(None, "directory holding the four FashionMNIST IDX files (.gz or raw); "
-                               "searched first, before $MIXPRUNE_DATA, the user cache and "
-                               "/usr/share/datasets/fashion-mnist", flag="--data-dir")
-    train_subset: int = opt(0, "use only the first N training images (0 = all 60,000); for quick checks",
+    dataset: str = opt("fashion-mnist", "dataset: fashion-mnist (the paper's), mnist, kmnist, cifar10, cifar100, "
+                       "digits (scikit-learn's bundled 8x8 digits, offline), or folder:PATH (your images: "
+                       "PATH/train/<class>/*, PATH/test/<class>/*, or PATH/<class>/* split by --test-fraction)",
+                       flag="--dataset")
+    data_dir: str | None = opt(None, "directory holding the dataset's files (IDX files, or the folder holding "
+                               "cifar-10-batches-py/); searched first, before $MIXPRUNE_DATA, the user cache and, for "
+                               "FashionMNIST, /usr/share/datasets/fashion-mnist", flag="--data-dir")
+    image_size: int = opt(0, "resize every image to N x N pixels (bilinear); 0 keeps the dataset's size. Needed where "
+                          "the network wants more pixels than the data has (LeNet-5 on 8x8 digits: 28) and for "
+                          "folders of images of different sizes", flag="--image-size", lo=0, hi=1024)
+    test_fraction: float = opt(0.2, "folder:PATH with no train/ and test/ folders: the share of each class's images "
+                               "held out for testing (a fixed split, seed 0)", flag="--test-fraction", lo=0.0,
+                               lo_open=True, hi=1.0, hi_open=True)
+    memory_budget_mb: float = opt(0.0, "folder:PATH: decoded images larger than this many MiB are memory-mapped "
+                                  "from a file (~/.cache/mixprune/decoded) instead of held in memory; 0 = half of the "
+                                  "memory available", flag="--memory-budget", lo=0.0)
+    train_subset: int = opt(0, "use only the first N training images (0 = all); for quick checks",
                             flag="--train-subset", lo=0)
-    test_subset: int = opt(0, "use only the first N test images (0 = all 10,000); for quick checks",
+    test_subset: int = opt(0, "use only the first N test images (0 = all); for quick checks",
                            flag="--test-subset", lo=0)
     cv_fold: int = opt(-1, "k-fold cross-validation: hold out fold K (0-based) of the training images and evaluate "
                        "on it instead of the test split; -1 = off (train on all, test on the test split)",
@@ -137,6 +150,9 @@ class DataConfig(Checked):
     cv_folds: int = opt(5, "number of cross-validation folds (paper's Appendix E: 5)", flag="--cv-folds", lo=2)
 
     def check(self) -> None:
+        from .data.registry import check_name
+
+        check_name(self.dataset)
         if self.cv_fold >= self.cv_folds:
             raise ConfigError(f"invalid --cv-fold (data.cv_fold): must be < --cv-folds ({self.cv_folds}), "
                               f"got {self.cv_fold}")
@@ -145,10 +161,19 @@ class DataConfig(Checked):
 @dataclass(frozen=True)
 class ModelConfig(Checked):
     SECTION = "model"
-    arch: str = opt("lenet5", "network: the paper's simplified LeNet-5 (the only one mixprune builds)", flag="--arch",
-                    choices=("lenet5",))
-    dropout: float = opt(0.0, "dropout probability before fc2 and fc3 (paper: 0, 0.25 in its ablation)",
+    arch: str = opt("lenet5", "network: lenet5 (the paper's simplified LeNet-5, Table 1; its flatten size follows the "
+                    "input), torchvision:NAME (any torchvision classification model, random init, e.g. "
+                    "torchvision:resnet18), timm:NAME (where timm is installed), or PATH.py:FUNCTION (your factory, "
+                    "called as FUNCTION(in_channels=C, num_classes=K), returning a torch.nn.Module)", flag="--arch")
+    dropout: float = opt(0.0, "dropout probability before fc2 and fc3 of lenet5 (paper: 0, 0.25 in its ablation)",
                          flag="--dropout", lo=0.0, hi=1.0, hi_open=True)
+
+    def check(self) -> None:
+        from .models.registry import LENET, kind
+
+        if kind(self.arch) != LENET and self.dropout > 0:
+            raise ConfigError(f"invalid --dropout {self.dropout} with --arch {self.arch}: dropout is lenet5's (before "
+                              "fc2 and fc3); other networks bring their own")
 
 
 @dataclass(frozen=True)
@@ -277,18 +302,11 @@ SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
 PLACEMENT_FIELDS = ("out", "cache_dir", "backend", "ray_address")
 
 
-def uses_mixup(cfg: StudyConfig, name: str, phase: str) -> bool:
-    """Whether model `name` (baseline, mixup, pruned, mixup_pruned) trains (phase 'train') or fine-tunes
-    ('finetune') with Mixup under cfg; alpha 0 turns Mixup off everywhere."""
-    on = cfg.mixup.alpha > 0 and name in ("mixup", "mixup_pruned")
-    if phase == "train":
-        return on
-    return {"inherit": on, "always": cfg.mixup.alpha > 0, "never": False}[cfg.prune.finetune_mixup]
-
-
 # Fields added after sweeps were first written, with their defaults: left out of a cell's identity while
 # at the default, so that sweep directories written before the field existed keep their cell names.
-LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None}
+LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None, ("data", "dataset"): "fashion-mnist",
+                                            ("data", "image_size"): 0, ("data", "test_fraction"): 0.2,
+                                            ("data", "memory_budget_mb"): 0.0}
 
 
 def identity(cfg: StudyConfig) -> dict[str, Any]:

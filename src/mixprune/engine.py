@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, MixpruneError
-from .mixup import mix_inputs, mixup_loss, sample_mixup
+from .losses import Loss, target_cross_entropy
+from .mixup import mix_inputs, sample_mixup
+from .models import stateless
 
 
 class TrainingDiverged(MixpruneError):
@@ -32,7 +34,8 @@ class TrainingDiverged(MixpruneError):
 
 @dataclass(frozen=True)
 class Tensors:
-    """A dataset ready for the model: normalized float32 inputs [N,1,28,28] and int64 labels [N], one device."""
+    """A dataset ready for the model, on one device: inputs that index to normalized float32 batches
+    [b, C, H, W] (data.Images over uint8 images, or plain float tensors) and int64 labels [N]."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
@@ -51,6 +54,7 @@ class FitSpec:
     eval_batch_size: int = 1000
     step_hook: Callable[[int], None] | None = None  # called after every optimizer step with the step count
     cuda_graphs: bool = False  # on a GPU, replay each full-batch step as a CUDA graph (see GraphedSteps)
+    loss: Loss = target_cross_entropy  # (logits, labels, lam or None, partner or None) -> loss; losses.LOSSES
 
 
 @dataclass(frozen=True)
@@ -142,11 +146,11 @@ def draw_mixup(n: int, batch_size: int, alpha: float, gen: torch.Generator) -> t
 
 
 def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, lam: float | torch.Tensor | None,
-               partner: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of one batch, or the Mixup loss when lam is given (a float, or a 0-d device tensor)."""
-    if lam is None:
-        return F.cross_entropy(model(xb), yb)
-    return mixup_loss(model(mix_inputs(xb, lam, partner)), yb, lam, partner)
+               partner: torch.Tensor | None, loss: Loss = target_cross_entropy) -> torch.Tensor:
+    """The loss of one batch: inputs mixed with their partners when lam is given (a float, or a 0-d device
+    tensor), then `loss` of the logits against the labels (and the partners' labels)."""
+    inputs = xb if lam is None else mix_inputs(xb, lam, partner)
+    return loss(model(inputs), yb, lam, partner)
 
 
 def sgd_step(opt: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -227,24 +231,25 @@ def drop_stale_autograd(model: nn.Module) -> None:
 
 
 def graph_model_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                      batch_size: int, mixup: bool) -> GraphedSteps:
-    """GraphedSteps for one model: inputs x [batch,1,28,28] (the data's layout), y [batch], and for Mixup
+                      batch_size: int, mixup: bool, loss: Loss = target_cross_entropy) -> GraphedSteps:
+    """GraphedSteps for one model: inputs x [batch, C, H, W] (the data's layout), y [batch], and for Mixup
     lam (0-d) and partner [batch]."""
     inputs = {"x": torch.zeros_like(x[:batch_size]), "y": torch.zeros_like(y[:batch_size]),
               "lam": torch.ones((), device=x.device), "partner": torch.arange(batch_size, device=x.device)}
 
     def step() -> torch.Tensor:
         return sgd_step(opt, lambda: batch_loss(model, inputs["x"], inputs["y"], inputs["lam"] if mixup else None,
-                                                inputs["partner"]))
+                                                inputs["partner"], loss))
 
     return GraphedSteps(step, opt, inputs, release=lambda: drop_stale_autograd(model))
 
 
 def use_graphs(model: nn.Module, x: torch.Tensor, spec: FitSpec) -> bool:
     """CUDA graphs where they are safe: on a GPU, no per-step hook, no dropout (its masks come from a
-    CPU generator each step), and at least one full batch."""
+    CPU generator each step), no state besides weights (BatchNorm with momentum=None reads its step count
+    on the host, which capture forbids), and at least one full batch."""
     return (spec.cuda_graphs and x.is_cuda and spec.step_hook is None and not getattr(model, "dropout", 0)
-            and len(x) >= spec.batch_size)
+            and stateless(model) and len(x) >= spec.batch_size)
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -268,7 +273,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
             mix = {"lam": lam, "partner": partner} if lam is not None else {}
             loss = graphed.run(lr, x=xb, y=yb, **mix)
         else:
-            loss = sgd_step(opt, lambda: batch_loss(model, xb, yb, lam, partner))
+            loss = sgd_step(opt, lambda: batch_loss(model, xb, yb, lam, partner, spec.loss))
         total += loss.detach()
         batches += 1
         if spec.step_hook is not None:
@@ -304,8 +309,8 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
     if spec.mixup_alpha is not None and mixup_gen is None:
         raise ValueError("Mixup needs a mixup_gen generator")
     opt = sgd(list(model.parameters()), spec, data.train_x.device)
-    graphed = (graph_model_steps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None)
-               if use_graphs(model, data.train_x, spec) else None)
+    graphed = (graph_model_steps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None,
+                                 spec.loss) if use_graphs(model, data.train_x, spec) else None)
     history = []
     for epoch in range(spec.epochs):
         lr = spec.lr(epoch)

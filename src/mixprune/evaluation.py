@@ -30,11 +30,12 @@ def per_class_scores(confusion: torch.Tensor) -> dict[str, list[float]]:
             "per_class_f1": f1.tolist()}
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> dict:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> dict:
     """test_accuracy (%), test_loss (mean CE), confusion (list of lists) and per-class scores."""
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
     logits, labels = logits.float().cpu(), labels.cpu()
+    num_classes = num_classes or logits.shape[1]
     preds = logits.argmax(1)
     confusion = multiclass_confusion_matrix(preds, labels, num_classes=num_classes)
     out = {"test_accuracy": 100.0 * (preds == labels).double().mean().item(),
@@ -55,7 +56,7 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
 @torch.no_grad()
 def noise_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float,
                    generator: torch.Generator, batch_size: int = 1000) -> float:
-    """Accuracy (%) on x + N(0, sigma^2) noise, sigma in normalized input units (inputs span [-1, 1])."""
+    """Accuracy (%) on x + N(0, sigma^2) noise, sigma in normalized input units."""
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
@@ -66,9 +67,11 @@ def noise_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sig
 
 
 def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
-                  batch_size: int = 1000) -> float:
+                  batch_size: int = 1000, bounds: tuple[torch.Tensor | float, torch.Tensor | float] = (-1.0, 1.0)
+                  ) -> float:
     """Accuracy (%) under the fast gradient sign attack (Goodfellow et al. 2015) of size epsilon in
-    normalized input units, inputs clipped to the valid range [-1, 1]."""
+    normalized input units, inputs clipped to the valid range `bounds` (normalized pixels 0 and 255, per
+    channel where tensors [C, 1, 1]; the paper's inputs span [-1, 1])."""
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
@@ -76,6 +79,6 @@ def fgsm_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsi
         yb = y[i:i + batch_size]
         (grad,) = torch.autograd.grad(F.cross_entropy(model(xb), yb), xb)
         with torch.no_grad():
-            adv = (xb + epsilon * grad.sign()).clamp(-1.0, 1.0)
+            adv = torch.clamp(xb + epsilon * grad.sign(), min=bounds[0], max=bounds[1])
             correct += int((model(adv).argmax(1) == yb).sum())
     return 100.0 * correct / len(x)

@@ -8,8 +8,11 @@
     export_onnx(model, path); verify_onnx(path, torch_logits, x, y)   # ONNX Runtime vs PyTorch
 
 The sparse file stores, for each conv/FC weight, a packed bitmask of nonzero positions (1 bit per
-weight, uint8) and the nonzero values in fp16 (or in int8 with one fp32 scale per tensor); biases are
-stored dense in fp16.
+weight, uint8) and the nonzero values in fp16 (or in int8 with one fp32 scale per tensor); every other
+tensor (biases, BatchNorm's) is stored dense, floating ones in fp16. Files of the paper's LeNet-5 name
+its widths in their metadata, as mixprune has always written them; any other network's files carry its
+architecture as JSON (models.describe: arch, input shape, classes), from which load_model rebuilds it
+through the model registry.
 """
 
 from __future__ import annotations
@@ -28,26 +31,43 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import ModelFileError
-from .model import LAYERS, LeNet5, prunable
+from .errors import ConfigError, ModelFileError
+from .models import LeNet5, describe, example_input, kind, prunable, rebuild
+from .models.lenet5 import LAYERS, PAPER_INPUT
 
-FORMAT = "mixprune.lenet5"
+FORMAT = "mixprune.lenet5"  # the paper's network on 1x28x28 inputs, 10 classes (files as mixprune always wrote them)
+GENERIC_FORMAT = "mixprune.model"  # any network: its architecture as JSON (models.describe), rebuilt by the registry
+MAX_DIM = 1 << 16  # largest input side, channel or class count a file may describe
 
 
-def _metadata(model: LeNet5, encoding: str) -> dict[str, str]:
-    return {"format": FORMAT, "encoding": encoding, "widths": json.dumps(list(model.widths)),
-            "dropout": str(float(model.dropout))}
+def _metadata(model: nn.Module, encoding: str) -> dict[str, str]:
+    if isinstance(model, LeNet5) and model.io == PAPER_INPUT:
+        return {"format": FORMAT, "encoding": encoding, "widths": json.dumps(list(model.widths)),
+                "dropout": str(float(model.dropout))}
+    return {"format": GENERIC_FORMAT, "encoding": encoding, "architecture": json.dumps(describe(model))}
+
+
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict as the forward pass sees it: a pruned tensor (weight_orig * weight_mask while masks are
+    attached) under its plain name, masks left out."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            key = key[:-len("_orig")]
+            owner, _, name = key.rpartition(".")
+            value = getattr(model.get_submodule(owner) if owner else model, name)
+        out[key] = value.detach()
+    return out
 
 
 def _dense_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    state = {}
-    for name, m in prunable(model):
-        for p in ("weight", "bias"):
-            state[f"{name}.{p}"] = getattr(m, p).detach().to("cpu", dtype).contiguous()
-    return state
+    return {k: v.to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in plain_state(model).items()}
 
 
-def save_safetensors(model: LeNet5, path: Path, dtype: torch.dtype = torch.float32) -> int:
+def save_safetensors(model: nn.Module, path: Path, dtype: torch.dtype = torch.float32) -> int:
     """Write the model's weights (as the forward pass sees them) atomically; returns the file's size."""
     enc = {torch.float32: "fp32", torch.float16: "fp16"}[dtype]
     with atomic_path(path) as tmp:
@@ -58,30 +78,38 @@ def save_safetensors(model: LeNet5, path: Path, dtype: torch.dtype = torch.float
 SPARSE_VALUES = ("fp16", "int8")
 
 
+def _sparse_weight(w: torch.Tensor, values: str, key: str, state: dict[str, torch.Tensor]) -> None:
+    w = w.to("cpu", torch.float32).flatten()
+    if values == "fp16":
+        w = w.half()
+    keep = w != 0
+    nz = w[keep]
+    if values == "int8":
+        scale = nz.abs().max() / 127 if nz.numel() else torch.tensor(1.0)
+        q = torch.round(nz / scale).clamp(-127, 127)
+        # a tiny weight must not round to 0: the bitmask says it is there
+        nz = torch.where(q == 0, torch.sign(nz), q).to(torch.int8)
+        state[f"{key}.scale"] = scale.reshape(1).float()
+    state[f"{key}.bitmask"] = torch.from_numpy(np.packbits(keep.numpy()))
+    state[f"{key}.values"] = nz.contiguous()
+
+
 def sparse_state(model: nn.Module, values: str = "fp16") -> dict[str, torch.Tensor]:
-    """Bitmask + nonzero values (fp16, or int8 with one fp32 scale per tensor) per weight; fp16 biases."""
+    """Bitmask + nonzero values (fp16, or int8 with one fp32 scale per tensor) per conv/FC weight; every
+    other tensor dense (floating ones in fp16)."""
     if values not in SPARSE_VALUES:
         raise ValueError(f"sparse values must be one of {SPARSE_VALUES}, got {values!r}")
-    state = {}
-    for name, m in prunable(model):
-        w = m.weight.detach().to("cpu", torch.float32).flatten()
-        if values == "fp16":
-            w = w.half()
-        keep = w != 0
-        nz = w[keep]
-        if values == "int8":
-            scale = nz.abs().max() / 127 if nz.numel() else torch.tensor(1.0)
-            q = torch.round(nz / scale).clamp(-127, 127)
-            # a tiny weight must not round to 0: the bitmask says it is there
-            nz = torch.where(q == 0, torch.sign(nz), q).to(torch.int8)
-            state[f"{name}.weight.scale"] = scale.reshape(1).float()
-        state[f"{name}.weight.bitmask"] = torch.from_numpy(np.packbits(keep.numpy()))
-        state[f"{name}.weight.values"] = nz.contiguous()
-        state[f"{name}.bias"] = m.bias.detach().to("cpu", torch.float16).contiguous()
+    weights = {f"{name}.weight" for name, _ in prunable(model)}
+    state: dict[str, torch.Tensor] = {}
+    for key, t in plain_state(model).items():
+        if key in weights:
+            _sparse_weight(t, values, key, state)
+        else:
+            state[key] = t.to("cpu", torch.float16 if t.is_floating_point() else t.dtype).contiguous()
     return state
 
 
-def save_sparse(model: LeNet5, path: Path, values: str = "fp16") -> int:
+def save_sparse(model: nn.Module, path: Path, values: str = "fp16") -> int:
     with atomic_path(path) as tmp:
         save_file(sparse_state(model, values), str(tmp), metadata=_metadata(model, f"sparse-bitmask-{values}"))
     return path.stat().st_size
@@ -108,52 +136,86 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
                              "safetensors model files") from None
 
 
-def _densify(state: dict[str, torch.Tensor], model: LeNet5, path: Path) -> dict[str, torch.Tensor]:
+def _densify(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], path: Path) -> dict[str, torch.Tensor]:
+    """The dense tensors of a sparse file: every bitmask/values pair expanded to the expected shape."""
     out = {}
-    for name, m in prunable(model):
-        shape = m.weight.shape
-        bits, values = state.get(f"{name}.weight.bitmask"), state.get(f"{name}.weight.values")
-        if bits is None or values is None:
-            raise ModelFileError(f"{path}: sparse file lacks {name}.weight.bitmask/values")
+    for key, shape in expected.items():
+        bits, values = state.get(f"{key}.bitmask"), state.get(f"{key}.values")
+        if bits is None and values is None:
+            if key not in state:
+                raise ModelFileError(f"{path}: sparse file lacks {key}")
+            out[key] = state[key]
+            continue
+        if bits is None or values is None or bits.dtype != torch.uint8:
+            raise ModelFileError(f"{path}: sparse file lacks {key}.bitmask/values")
         keep = np.unpackbits(bits.numpy(), count=shape.numel()).astype(bool)
         if keep.size != shape.numel() or int(keep.sum()) != values.numel():
-            raise ModelFileError(f"{path}: {name} bitmask does not match {tuple(shape)} and its values")
+            raise ModelFileError(f"{path}: {key} bitmask does not match {tuple(shape)} and its values")
         if values.dtype == torch.int8:
-            scale = state.get(f"{name}.weight.scale")
+            scale = state.get(f"{key}.scale")
             if scale is None or scale.numel() != 1:
-                raise ModelFileError(f"{path}: int8 sparse file lacks {name}.weight.scale")
+                raise ModelFileError(f"{path}: int8 sparse file lacks {key}.scale")
             values = values.float() * scale
         dense = torch.zeros(shape.numel(), dtype=values.dtype)
         dense[torch.from_numpy(keep)] = values
-        out[f"{name}.weight"] = dense.reshape(shape)
-        if f"{name}.bias" not in state:
-            raise ModelFileError(f"{path}: sparse file lacks {name}.bias")
-        out[f"{name}.bias"] = state[f"{name}.bias"]
+        out[key] = dense.reshape(shape)
     return out
 
 
-def load_model(path: str | Path) -> LeNet5:
-    """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 LeNet5; shapes are checked."""
+def _check_description(desc: Any, path: Path) -> dict[str, Any]:
+    """The architecture JSON of a file: plain types and sizes in range, before anything is built."""
+    if not isinstance(desc, dict) or not isinstance(desc.get("arch"), str):
+        raise ModelFileError(f"{path}: architecture metadata is not a description of a model")
+    shape, classes = desc.get("input_shape"), desc.get("num_classes")
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and 0 < v <= MAX_DIM for v in shape)
+            or not isinstance(classes, int) or not 0 < classes <= MAX_DIM):
+        raise ModelFileError(f"{path}: architecture metadata has input_shape {shape!r} and num_classes {classes!r}; "
+                             f"expected three sizes and a class count in 1..{MAX_DIM}")
+    return desc
+
+
+def _structure(meta: dict[str, str], path: Path, arch: str | None) -> nn.Module:
+    """The untrained network a file's metadata describes."""
+    if meta.get("format", FORMAT) == GENERIC_FORMAT:
+        desc = _check_description(json.loads(meta.get("architecture", "null")), path)
+        if kind(desc["arch"]) == "python":
+            raise ModelFileError(f"{path} holds a model given as Python code ({desc['arch']}); load it into your "
+                                 "network: load_model(path, model=your_model)")
+        if kind(desc["arch"]) == "file" and arch is None:
+            raise ModelFileError(f"{path} was built by your factory {desc['arch']}; mixprune imports user code only "
+                                 f"when you name it: load_model(path, arch='{desc['arch']}') or --arch "
+                                 f"{desc['arch']}")
+        return rebuild(desc, arch_override=arch)
+    widths = tuple(int(w) for w in json.loads(meta.get("widths", "[6, 16, 120, 84]")))
+    return LeNet5(dropout=float(meta.get("dropout", "0.0")), widths=widths)  # type: ignore[arg-type]
+
+
+def load_model(path: str | Path, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
+    """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 model; shapes are checked. The
+    network is rebuilt from the file's architecture metadata through the model registry (no pickle); a file
+    made by your own factory (PATH.py:FUNCTION) is rebuilt only when you pass that arch. `model`: load the
+    weights into this network instead (its structure must match the file's)."""
     path = Path(path)
     state, meta = _read(path)
-    try:
-        widths = tuple(int(w) for w in json.loads(meta.get("widths", "[6, 16, 120, 84]")))
-        dropout = float(meta.get("dropout", "0.0"))
-        model = LeNet5(dropout=dropout, widths=widths)  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
-    if meta.get("encoding", "").startswith("sparse"):
-        state = _densify(state, model, path)
+    if model is None:
+        try:
+            model = _structure(meta, path, arch)
+        except (ValueError, TypeError, KeyError, ConfigError) as exc:
+            raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    if meta.get("encoding", "").startswith("sparse"):
+        state = _densify(state, expected, path)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise ModelFileError(f"{path}: keys do not match LeNet5 (missing {missing}, unexpected {extra}); "
-                             f"expected {', '.join(LAYERS)} .weight/.bias")
+        what = f"expected {', '.join(LAYERS)} .weight/.bias" if isinstance(model, LeNet5) else "see describe(model)"
+        raise ModelFileError(f"{path}: keys do not match {type(model).__name__} (missing {missing}, unexpected "
+                             f"{extra}); {what}")
     for k, shape in expected.items():
         if state[k].shape != shape:
             raise ModelFileError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    reference = model.state_dict()
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model.eval()
 
 
@@ -182,9 +244,9 @@ def time_ms(fn: Callable[[], Any], threads: int, min_run_time: float) -> dict[st
 
 def latency_ms(model: nn.Module, batch: int, min_run_time: float = 0.5, threads: int | None = None,
                device: torch.device | str = "cpu") -> float:
-    """Median milliseconds per forward pass of `batch` images, torch.utils.benchmark after warm-up."""
+    """Median milliseconds per forward pass of `batch` inputs, torch.utils.benchmark after warm-up."""
     model = model.eval().to(device)
-    x = torch.zeros(batch, 1, 28, 28, device=device)
+    x = example_input(model, batch)
 
     def run() -> torch.Tensor:
         with torch.inference_mode():
@@ -192,17 +254,36 @@ def latency_ms(model: nn.Module, batch: int, min_run_time: float = 0.5, threads:
     return time_ms(run, threads or torch.get_num_threads(), min_run_time)["median_ms"]
 
 
+def _strip_debug_info(graph: Any) -> None:
+    """Drop the exporter's per-node debug properties (Python stack traces with this machine's absolute source
+    paths, FX node text, class names): they are not part of the computation, and with them a file's bytes
+    depended on where mixprune was installed."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _strip_debug_info(attr.g)
+            for sub in attr.graphs:
+                _strip_debug_info(sub)
+
+
 def export_onnx(model: nn.Module, path: Path) -> int:
-    """Write an ONNX file (dynamic batch, input 'input' [B,1,28,28], output 'logits' [B,10]); returns its size."""
+    """Write an ONNX file (dynamic batch, input 'input' [B, C, H, W] of the model's input shape, output
+    'logits' [B, classes]) of the model in eval mode, without the exporter's debug properties; returns its size."""
     import copy
     import warnings
+
+    import onnx
 
     net = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     batch = torch.export.Dim("batch", min=1)
     with atomic_path(path) as tmp, warnings.catch_warnings(), quiet("torch.onnx"):
         warnings.simplefilter("ignore")  # exporter chatter about opset upgrades
-        torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), str(tmp), input_names=["input"], output_names=["logits"],
+        torch.onnx.export(net, (example_input(net, 2),), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+        proto = onnx.load(str(tmp))
+        _strip_debug_info(proto.graph)
+        onnx.save(proto, str(tmp))
     return path.stat().st_size
 
 
@@ -218,7 +299,7 @@ def ort_session(path: Path, threads: int = 0) -> Any:
 
 
 def onnx_logits(path: Path, x: torch.Tensor, batch_size: int = 1000, threads: int = 0) -> torch.Tensor:
-    """Logits from ONNX Runtime (CPU) for normalized inputs x [N,1,28,28]."""
+    """Logits from ONNX Runtime (CPU) for normalized inputs x [N, C, H, W]."""
     session = ort_session(path, threads)
     xs = x.detach().cpu().contiguous().numpy()
     return torch.cat([torch.from_numpy(session.run(["logits"], {"input": xs[i:i + batch_size]})[0])

@@ -16,14 +16,6 @@ CONVERGENCE = {"baseline": "Fast convergence, slight oscillation in later stage"
 # Table 4: parameter count (x 10^4), inference time (ms, RTX 3060, batch not stated).
 PARAMS_E4 = {"baseline": 43.5, "mixup": 43.5, "pruned": 16.1, "mixup_pruned": 16.1}
 INFERENCE_MS = {"baseline": 119.3, "mixup": 120.7, "pruned": 65.8, "mixup_pruned": 66.3}
-SCENARIO = {"baseline": "High-performance environments", "mixup": "Medium-to-high performance",
-            "pruned": "Resource-constrained devices", "mixup_pruned": "Edge/mobile deployment"}
-TABLE1_PARAMS = 44_426
-MODEL_D_FP16_MB = 0.17
-DIFFICULT_CLASS_F1_GAIN_POINTS = 3.0
-
-LABELS = {"baseline": "Baseline (A)", "mixup": "Mixup (B)", "pruned": "Pruned (C)",
-          "mixup_pruned": "Mixup+Pruned (D)"}
 
 INCONSISTENCIES = (
     "Table 1 and Section 3.1 give ~44K parameters (44,426 exactly for this architecture), but Table 4 "

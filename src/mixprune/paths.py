@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_NAMES = ("baseline", "mixup", "pruned", "mixup_pruned")
-
 
 def default_out_dir(prefix: str = "reproduce") -> Path:
     """runs/<prefix>-<local timestamp>, e.g. runs/reproduce-20261125-200000."""

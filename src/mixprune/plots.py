@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .artifacts import ARTIFACTS, artifact_accuracy
 from .atomic import atomic_path, ensure_dir
-from .data import CLASSES
-from .paths import MODEL_NAMES
+from .results import class_names
+from .variants import Design, from_results
 
-LABELS = {"baseline": "Baseline (A)", "mixup": "Mixup (B)", "pruned": "Pruned (C)", "mixup_pruned": "Mixup+Pruned (D)"}
+MAX_TICK_CLASSES = 20  # more class names than this make unreadable axes: ticks are left unlabelled
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -30,22 +31,28 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def training_curves(rows: list[dict[str, Any]], path: Path) -> Path:
+def _epochs_before(design: Design, name: str, rows: list[dict[str, Any]]) -> int:
+    """Epochs of the variant's ancestors (its curve continues theirs on the x axis)."""
+    return sum(max((int(r["epoch"]) for r in rows if r["model"] == v.name), default=0)
+               for v in design.ancestors(name)[:-1])
+
+
+def training_curves(rows: list[dict[str, Any]], path: Path, design: Design | None = None) -> Path:
     """Test accuracy per epoch, mean over seeds, one line per model (fine-tuning continues the x axis)."""
     import matplotlib.pyplot as plt
 
+    design = design or Design()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for name in MODEL_NAMES:
+    for name in design.names:
         by_epoch: dict[int, list[float]] = {}
         for r in rows:
             if r["model"] == name:
                 by_epoch.setdefault(int(r["epoch"]), []).append(float(r["test_accuracy"]))
         if by_epoch:
             xs = sorted(by_epoch)
-            offset = 0 if name in ("baseline", "mixup") else max(
-                (int(r["epoch"]) for r in rows if r["model"] in ("baseline", "mixup")), default=0)
+            offset = _epochs_before(design, name, rows)
             ax.plot([x + offset for x in xs], [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs], marker="o",
-                    label=LABELS[name])
+                    label=design.label(name))
     ax.set_xlabel("epoch (fine-tuning epochs follow training)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -53,33 +60,44 @@ def training_curves(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _class_ticks(ax: Any, classes: list[str], axes: str = "xy", rotation: int = 90) -> None:
+    if len(classes) > MAX_TICK_CLASSES:
+        return
+    if "x" in axes:
+        ax.set_xticks(range(len(classes)), [c[:7] for c in classes], rotation=rotation, fontsize=6)
+    if "y" in axes:
+        ax.set_yticks(range(len(classes)), [c[:7] for c in classes], fontsize=6)
+
+
 def confusion_matrices(results: dict[str, Any], path: Path) -> Path:
     """Confusion matrix of each model, summed over seeds, rows = true class."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
-    for ax, name in zip(axes, MODEL_NAMES):
+    design, classes = from_results(results), class_names(results)
+    fig, axes = plt.subplots(1, len(design.names), figsize=(4 * len(design.names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], design.names):
         mats = [np.array(m["confusion"]) for m in results["models"][name]["seeds"].values() if "confusion" in m]
-        total = sum(mats) if mats else np.zeros((10, 10))
+        total = sum(mats) if mats else np.zeros((len(classes), len(classes)))
         ax.imshow(total, cmap="Blues")
-        ax.set_title(LABELS[name], fontsize=9)
-        ax.set_xticks(range(10), [c[:7] for c in CLASSES], rotation=90, fontsize=6)
-        ax.set_yticks(range(10), [c[:7] for c in CLASSES], fontsize=6)
+        ax.set_title(design.label(name), fontsize=9)
+        _class_ticks(ax, classes)
     return _save(fig, path)
 
 
 def per_class_f1(results: dict[str, Any], path: Path) -> Path:
-    """Per-class F1 (mean over seeds) of the four models, grouped by class."""
+    """Per-class F1 (mean over seeds) of every variant, grouped by class."""
     import matplotlib.pyplot as plt
 
+    design = from_results(results)
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.2
-    for i, name in enumerate(MODEL_NAMES):
+    width = 0.8 / len(design.names)
+    for i, name in enumerate(design.names):
         f1 = results["models"][name]["summary"].get("per_class_f1", {}).get("mean")
         if f1:
-            ax.bar([c + (i - 1.5) * width for c in range(len(f1))], [100 * v for v in f1], width, label=LABELS[name])
-    ax.set_xticks(range(10), CLASSES, rotation=30, fontsize=7)
+            ax.bar([c + (i - (len(design.names) - 1) / 2) * width for c in range(len(f1))], [100 * v for v in f1], width,
+                   label=design.label(name))
+    _class_ticks(ax, class_names(results), "x", rotation=30)
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(50, 100)
     ax.legend(fontsize=7, ncol=4)
@@ -90,10 +108,9 @@ def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
     """Every artifact as a point: bytes on disk against the accuracy of the decoded model (mean over seeds)."""
     import matplotlib.pyplot as plt
 
-    from .report import ARTIFACTS, artifact_accuracy
-
+    design = from_results(results)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for name in MODEL_NAMES:
+    for name in design.names:
         s = results["models"][name]["summary"]
         pts = []
         for kind, _ in ARTIFACTS:
@@ -102,7 +119,7 @@ def size_vs_accuracy(results: dict[str, Any], path: Path) -> Path:
             if size and acc:
                 pts.append((size["mean"] / 1024, acc["mean"]))
         if pts:
-            ax.scatter(*zip(*pts), label=LABELS[name], s=18)
+            ax.scatter(*zip(*pts), label=design.label(name), s=18)
     ax.set_xscale("log")
     ax.set_xlabel("file size (KiB, log scale)")
     ax.set_ylabel("test accuracy of the decoded file (%)")
@@ -145,12 +162,13 @@ def write_plots(results: dict[str, Any], rows: list[dict[str, Any]], plots_dir: 
 
     matplotlib.use("Agg")  # files only, no display
     ensure_dir(plots_dir)
-    out = {"curves": training_curves(rows, plots_dir / "training_curves.png"),
+    design = from_results(results)
+    out = {"curves": training_curves(rows, plots_dir / "training_curves.png", design),
            "confusion": confusion_matrices(results, plots_dir / "confusion.png"),
            "f1": per_class_f1(results, plots_dir / "per_class_f1.png"),
            "size": size_vs_accuracy(results, plots_dir / "size_vs_accuracy.png")}
-    layers = {LABELS[n]: mean_layer_sparsity(results["models"][n]) for n in ("pruned", "mixup_pruned")}
-    if all(layers.values()):
+    layers = {v.label: mean_layer_sparsity(results["models"][v.name]) for v in design.variants if v.step == "prune"}
+    if layers and all(layers.values()):
         out["layers"] = layer_sparsity_bars(layers, plots_dir / "layer_sparsity.png")  # type: ignore[arg-type]
     return out
 

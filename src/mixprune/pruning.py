@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .model import prunable
+from .models import prunable
 
 
 def layer_amounts(model: nn.Module, conv_amount: float, fc_amount: float) -> dict[str, float]:

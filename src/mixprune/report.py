@@ -1,7 +1,8 @@
-"""report.md from results.json: the paper's Tables 2-4 with the paper's figures beside ours.
+"""report.md from results.json: for the paper's study, its Tables 2-4 with the paper's figures beside
+ours and the claims audit; for any other dataset, network or design, the same measurements per variant.
 
     text = render_report(results)           # markdown; every "ours" number comes from results
-    write_report(results, RunPaths(out))    # atomic write of report.md
+    write_report(results, RunPaths(out))    # atomic write of report.md, figures, report.html
 
 Ours are shown as mean +- sample std over seeds (n given); where n = 1 there is no spread to show.
 """
@@ -12,11 +13,12 @@ import statistics
 from typing import Any
 
 from . import paper
+from .artifacts import ARTIFACTS, artifact_accuracy
 from .atomic import write_text_atomic
-from .data import CLASSES
-from .paths import MODEL_NAMES, RunPaths
-
-DENSE_PARENT = {"pruned": "baseline", "mixup_pruned": "mixup"}
+from .audit import paper_setting
+from .paths import RunPaths
+from .results import class_names
+from .variants import from_results
 
 
 def fmt(summary: dict[str, Any] | None, digits: int = 2, scale: float = 1.0, show_n: bool = True) -> str:
@@ -54,9 +56,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def table2(results: dict) -> str:
+    design = from_results(results)
     rows = []
     for name in ("baseline", "mixup"):
-        rows.append([paper.LABELS[name], paper_fig(paper.TEST_ACCURACY[name]), fmt(_summ(results, name, "test_accuracy")),
+        rows.append([design.label(name), paper_fig(paper.TEST_ACCURACY[name]), fmt(_summ(results, name, "test_accuracy")),
                      paper_fig(paper.TEST_LOSS[name], 3), fmt(_summ(results, name, "test_loss"), 3),
                      paper.CONVERGENCE[name], fmt(_summ(results, name, "test_accuracy_range_last3"))])
     return table(["Model", "Paper acc (%)", "Ours acc (%)", "Paper loss", "Ours loss", "Paper: stability",
@@ -64,11 +67,12 @@ def table2(results: dict) -> str:
 
 
 def table3(results: dict) -> str:
+    design = from_results(results)
     rows = []
     for name in ("pruned", "mixup_pruned"):
         reduction = _summ(results, name, "param_reduction")
-        drop = paired(results, DENSE_PARENT[name], name, "test_accuracy")
-        rows.append([paper.LABELS[name], paper_fig(paper.PARAM_REDUCTION_PCT[name], 1, "%"),
+        drop = paired(results, design[name].parent, name, "test_accuracy")
+        rows.append([design.label(name), paper_fig(paper.PARAM_REDUCTION_PCT[name], 1, "%"),
                      fmt(reduction, 1, 100.0) + " %" if reduction else "-",
                      paper_fig(paper.TEST_ACCURACY[name]), fmt(_summ(results, name, "test_accuracy")),
                      paper_fig(paper.ACCURACY_DROP[name]), fmt(drop),
@@ -78,9 +82,10 @@ def table3(results: dict) -> str:
 
 
 def table4(results: dict) -> str:
+    design = from_results(results)
     rows = []
-    for name in MODEL_NAMES:
-        rows.append([paper.LABELS[name], paper_fig(paper.PARAMS_E4[name], 1),
+    for name in design.names:
+        rows.append([design.label(name), paper_fig(paper.PARAMS_E4[name], 1),
                      fmt(_summ(results, name, "params_nonzero"), 2, 1e-4),
                      paper_fig(paper.INFERENCE_MS[name], 1),
                      fmt(_summ(results, name, "latency_ms_batch1"), 3), fmt(_summ(results, name, "latency_ms_batch256"), 3),
@@ -93,26 +98,13 @@ def table4(results: dict) -> str:
                   "sparse file (KiB)", "ONNX file (KiB)"], rows)
 
 
-ARTIFACTS = (("fp32", "fp32 safetensors"), ("fp16", "fp16 safetensors"), ("sparse", "sparse, fp16 values"),
-             ("sparse_int8", "sparse, int8 values"), ("slim", "slimmed fp32"), ("onnx", "ONNX fp32"),
-             ("onnx_int8", "ONNX int8 (static, QDQ)"))
-
-
-def artifact_accuracy(entry: dict, kind: str) -> Any:
-    """Accuracy to show for an artifact (per-seed metrics or a summary): its decoded-file accuracy where it is
-    lossy, ONNX Runtime's for the ONNX file, else the model's own."""
-    for key in (f"test_accuracy_{kind}", "onnx_test_accuracy" if kind == "onnx" else "test_accuracy"):
-        if entry.get(key) is not None:
-            return entry[key]
-    return None
-
-
 def ledger_table(results: dict) -> str:
     """Counts and MACs per model (mean over seeds)."""
+    design = from_results(results)
     rows = []
-    for name in MODEL_NAMES:
+    for name in design.names:
         g = lambda key: fmt(_summ(results, name, key), 0, show_n=False)  # noqa: E731
-        rows.append([paper.LABELS[name], g("params_total"), g("params_nonzero"), g("params_present"), g("macs_dense"),
+        rows.append([design.label(name), g("params_total"), g("params_nonzero"), g("params_present"), g("macs_dense"),
                      g("macs_effective"), g("macs_slim")])
     return table(["Model", "params total", "params nonzero", "params physically present (slimmed)", "MACs dense",
                   "MACs on nonzero weights", "MACs slimmed"], rows)
@@ -120,48 +112,77 @@ def ledger_table(results: dict) -> str:
 
 def artifact_table(results: dict) -> str:
     """Every file written per model: bytes, gzip bytes and test accuracy of the decoded model (mean over seeds)."""
+    design = from_results(results)
     rows = []
-    for name in MODEL_NAMES:
+    for name in design.names:
         for kind, label in ARTIFACTS:
             size = _summ(results, name, f"size_bytes_{kind}")
             if not size:
                 continue
             acc = artifact_accuracy(results["models"][name]["summary"], kind)
-            rows.append([paper.LABELS[name], label, fmt(size, 0, show_n=False),
+            rows.append([design.label(name), label, fmt(size, 0, show_n=False),
                          fmt(_summ(results, name, f"gzip_bytes_{kind}"), 0, show_n=False), fmt(acc, 2, show_n=False)])
     return table(["Model", "artifact", "bytes", "gzip -9 bytes", "test acc of the decoded file (%)"], rows)
 
 
 def smallest_artifact(results: dict, min_accuracy: float = 0.0) -> str | None:
     """'X bytes (gzip Y): MODEL, ARTIFACT, Z%' for the smallest file whose decoded model scores >= min_accuracy."""
+    design = from_results(results)
     best = None
-    for name in MODEL_NAMES:
+    for name in design.names:
         for seed, m in results["models"][name]["seeds"].items():
             for kind, label in ARTIFACTS:
                 if f"size_bytes_{kind}" not in m:
                     continue
                 acc = artifact_accuracy(m, kind)
                 if acc is not None and acc >= min_accuracy and (best is None or m[f"size_bytes_{kind}"] < best[0]):
-                    best = (m[f"size_bytes_{kind}"], m[f"gzip_bytes_{kind}"], paper.LABELS[name], seed, label, acc)
+                    best = (m[f"size_bytes_{kind}"], m[f"gzip_bytes_{kind}"], design.label(name), seed, label, acc)
     if best is None:
         return None
     return f"{best[0]:,} bytes (gzip {best[1]:,}): {best[2]} seed {best[3]}, {best[4]}, {best[5]:.2f}% test accuracy"
 
 
 def f1_table(results: dict) -> str:
+    design = from_results(results)
     rows = []
-    means = {n: (_summ(results, n, "per_class_f1") or {}).get("mean") for n in MODEL_NAMES}
+    means = {n: (_summ(results, n, "per_class_f1") or {}).get("mean") for n in design.names}
     if not all(means.values()):
         return "_no per-class F1 recorded_"
-    for i, cls in enumerate(CLASSES):
-        row = [cls] + [f"{100 * means[n][i]:.1f}" for n in MODEL_NAMES]
-        row.append(f"{100 * (means['mixup'][i] - means['baseline'][i]):+.1f}")
+    mixup_gain = "mixup" in means and "baseline" in means
+    for i, cls in enumerate(class_names(results)):
+        row = [cls] + [f"{100 * means[n][i]:.1f}" for n in design.names]
+        if mixup_gain:
+            row.append(f"{100 * (means['mixup'][i] - means['baseline'][i]):+.1f}")
         rows.append(row)
-    return table(["Class"] + [paper.LABELS[n] for n in MODEL_NAMES] + ["Mixup - Baseline"], rows)
+    return table(["Class"] + [design.label(n) for n in design.names] + (["Mixup - Baseline"] if mixup_gain else []),
+                 rows)
 
 
 def observations(results: dict) -> list[str]:
-    """Plain statements of what this run measured against the paper's headline claims (no significance test)."""
+    """Plain statements of what this run measured (no significance test): against the paper's headline claims
+    for the paper's study, per variant against its parent otherwise."""
+    lines = paper_observations(results) if paper_setting(results) else variant_observations(results)
+    return lines + common_observations(results)
+
+
+def variant_observations(results: dict) -> list[str]:
+    """Each made variant against its parent, paired by seed."""
+    design = from_results(results)
+    out = []
+    for v in design.variants:
+        if v.parent is None:
+            continue
+        d = paired(results, v.parent, v.name, "test_accuracy")
+        nz, tot = _summ(results, v.name, "params_nonzero"), _summ(results, v.name, "params_total")
+        if d and nz and tot:
+            out.append(f"{v.label} vs {design.label(v.parent)}: accuracy {fmt(d)} points, {nz['mean']:.0f} of "
+                       f"{tot['mean']:.0f} parameters nonzero ({100 * (1 - nz['mean'] / tot['mean']):.1f}% fewer).")
+    return out
+
+
+def paper_observations(results: dict) -> list[str]:
+    """The run against the paper's headline claims."""
+    design = from_results(results)
     out = []
     d_acc = paired(results, "baseline", "mixup", "test_accuracy")
     d_loss = paired(results, "baseline", "mixup", "test_loss")
@@ -172,7 +193,7 @@ def observations(results: dict) -> list[str]:
         verb = "lowered" if d_loss["mean"] < 0 else "did not lower"
         out.append(f"Mixup {verb} test loss: Mixup - Baseline = {fmt(d_loss, 3)} (paper: -0.067). "
                    "Mixup-trained models are less confident, which moves the loss independently of accuracy.")
-    drops = {n: paired(results, DENSE_PARENT[n], n, "test_accuracy") for n in DENSE_PARENT}
+    drops = {n: paired(results, design[n].parent, n, "test_accuracy") for n in ("pruned", "mixup_pruned")}
     if all(drops.values()):
         out.append(f"Pruning + fine-tuning changed accuracy by {fmt(drops['pruned'])} points without Mixup and "
                    f"{fmt(drops['mixup_pruned'])} with it (paper: -1.43 and -0.67).")
@@ -195,7 +216,14 @@ def observations(results: dict) -> list[str]:
         out.append(f"Dense-kernel latency at batch 256: baseline {lat['baseline']['mean']:.3f} ms, pruned "
                    f"{lat['pruned']['mean']:.3f} ms: unstructured masks leave the dense computation unchanged, "
                    "so any difference is measurement noise (paper: 119.3 -> 65.8 ms).")
-    checks = [(n, s, m) for n in MODEL_NAMES for s, m in results["models"][n]["seeds"].items() if "onnx_verified" in m]
+    return out
+
+
+def common_observations(results: dict) -> list[str]:
+    """ONNX verification, the smallest file, and how many seeds there are."""
+    out = []
+    checks = [(n, s, m) for n in from_results(results).names for s, m in results["models"][n]["seeds"].items()
+              if "onnx_verified" in m]
     if checks:
         failed = [f"{n} seed {s} (agreement {100 * m['onnx_prediction_agreement']:.2f}%)" for n, s, m in checks
                   if not m["onnx_verified"]]
@@ -223,6 +251,55 @@ def claims_table(results: dict) -> str:
 
 
 def render_report(results: dict) -> str:
+    """The paper's report for the paper's study; the same measurements per variant for any other."""
+    return paper_report(results) if paper_setting(results) else generic_report(results)
+
+
+def variants_table(results: dict) -> str:
+    """One row per variant: what it is made from and what it scores, costs and weighs."""
+    design = from_results(results)
+    rows = []
+    for v in design.variants:
+        g = lambda key, digits=2, scale=1.0: fmt(_summ(results, v.name, key), digits, scale, show_n=False)  # noqa: E731
+        change = fmt(paired(results, v.parent, v.name, "test_accuracy")) if v.parent else "-"
+        rows.append([v.label, design.label(v.parent) if v.parent else "initial weights", g("test_accuracy"),
+                     g("test_loss", 3), change, g("params_nonzero", 0), g("macs_dense", 0), g("latency_ms_batch256", 3),
+                     g("size_bytes_fp32", 1, 1 / 1024), g("size_bytes_sparse", 1, 1 / 1024)])
+    return table(["Variant", "made from", "acc (%)", "loss", "acc change vs parent (points, paired)",
+                  "nonzero params", "MACs", "latency b=256 (ms)", "fp32 file (KiB)", "sparse file (KiB)"], rows)
+
+
+def generic_report(results: dict) -> str:
+    cfg, env, data = results["config"], results["environment"], results.get("data", {})
+    shape = "x".join(str(v) for v in data.get("input_shape", [])) or "?"
+    norm = data.get("normalization", {})
+    parts = ["# mixprune reproduce: report", "",
+             f"Network `{cfg['model']['arch']}` on `{data.get('dataset')}` ({shape} inputs, "
+             f"{len(class_names(results))} classes): {data.get('train_examples')} train / {data.get('test_examples')} "
+             f"{data.get('evaluation', 'test split')} images from `{data.get('source')}`, normalized with mean "
+             f"{norm.get('mean')} / std {norm.get('std')} (from {norm.get('from', '?')}). Seeds {cfg['seeds']}, "
+             f"{cfg['train']['epochs']} epochs (+{cfg['prune']['finetune_epochs']} fine-tuning epochs at LR "
+             f"{cfg['prune']['finetune_lr']}), Mixup alpha {cfg['mixup']['alpha']}, pruning {cfg['prune']['method']} "
+             f"conv {cfg['prune']['conv_amount']} / FC {cfg['prune']['fc_amount']} ({cfg['prune']['scope']}). Device "
+             f"{env['device']} ({env['processor']}), torch {env['versions'].get('torch')}, {env['torch_threads']} threads.",
+             "", "Mean ± sample standard deviation over seeds; every number was measured by this run.", "",
+             "The paper's claims audit is about its four variants of LeNet-5 on FashionMNIST; this run is another "
+             "setting, so the claims are not audited here (run `mixprune reproduce` on the defaults for that).", "",
+             "## Variants", "", variants_table(results), "",
+             f"Latency: CPU, median of torch.utils.benchmark after warm-up, {env['torch_threads']} threads.", "",
+             "## Compression ledger", "", ledger_table(results), "",
+             f"MACs per {shape} input. 'On nonzero weights' is what ideal sparse kernels would do; 'slimmed' is the "
+             "dense network left after removing units that cannot affect the output (LeNet-5 only; otherwise the "
+             "network as stored).", "", artifact_table(results), "",
+             "Lossy files are decoded back into a model and scored on the evaluation split; the ONNX files are "
+             "scored in ONNX Runtime.", "",
+             "## Per-class F1 (%)", "", f1_table(results), "",
+             "## What this run shows", ""]
+    parts += [f"- {line}" for line in observations(results)]
+    return "\n".join(parts) + "\n"
+
+
+def paper_report(results: dict) -> str:
     cfg, env, data = results["config"], results["environment"], results.get("data", {})
     parts = ["# mixprune reproduce: report", "",
              f"Seeds {cfg['seeds']}, {cfg['train']['epochs']} epochs (+{cfg['prune']['finetune_epochs']} "

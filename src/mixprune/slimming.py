@@ -1,4 +1,4 @@
-"""Structured pruning and physical slimming: whole filters and neurons out, a smaller dense LeNet in.
+"""Structured pruning and physical slimming of LeNet-5: whole filters and neurons out, a smaller dense LeNet in.
 
     keep = structured_keep(model, conv_amount=0.5, fc_amount=0.5)   # {"conv1": bool[6], ...}
     attach_masks(model, unit_masks(model, keep), bias_masks=keep)   # fine-tune with the units off
@@ -17,11 +17,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .model import LeNet5
+from .models import LeNet5
 
 UNIT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # layers whose output units may be removed
 NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2", "fc2": "fc3"}
-POOLED_POSITIONS = 16  # conv2's output is pooled to 4x4: each conv2 filter feeds 16 fc1 inputs
 
 
 def structured_keep(model: LeNet5, conv_amount: float, fc_amount: float, norm: float = 1.0) -> dict[str, torch.Tensor]:
@@ -59,12 +58,12 @@ def _in_zero(layer: nn.Module) -> torch.Tensor:
 def _reads(model: LeNet5, name: str) -> torch.Tensor:
     """The next layer's weights grouped by the unit of `name` they read: [next units, units, k], a view.
 
-    k is what one unit feeds per next unit: 25 kernel taps (conv1 -> conv2), 16 pooled positions
-    (conv2 -> fc1, whose columns c*16 .. c*16+15 read channel c), or 1 (FC -> FC).
+    k is what one unit feeds per next unit: 25 kernel taps (conv1 -> conv2), the pooled positions of conv2's
+    output (conv2 -> fc1, whose columns c*k .. c*k+k-1 read channel c; 16 for 28x28 inputs), or 1 (FC -> FC).
     """
     w = getattr(model, NEXT[name]).weight
     if name == "conv2":
-        return w.view(w.shape[0], -1, POOLED_POSITIONS)
+        return w.view(w.shape[0], model.conv2.out_channels, -1)
     if w.dim() == 4:
         return w.flatten(2)
     return w.unsqueeze(2)
@@ -104,7 +103,7 @@ def slim(model: LeNet5) -> LeNet5:
     """A smaller dense LeNet5 without removable units; model must have plain weights (make_permanent first)."""
     if any(prune.is_pruned(m) for m in model.modules()):
         raise ValueError("slim needs permanent weights: call make_permanent(model) first")
-    work = LeNet5(dropout=model.dropout, widths=model.widths)
+    work = LeNet5(dropout=model.dropout, widths=model.widths, **model.io)
     work.load_state_dict({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     keep = {}
     for name in UNIT_LAYERS:  # in forward order: folding changes the next layer's bias only
@@ -113,8 +112,8 @@ def slim(model: LeNet5) -> LeNet5:
         _zero_inputs(work, name, dead)
         keep[name] = ~dead
     widths = tuple(int(keep[n].sum()) for n in UNIT_LAYERS)
-    small = LeNet5(dropout=model.dropout, widths=widths)  # type: ignore[arg-type]
-    fc1_cols = keep["conv2"].repeat_interleave(POOLED_POSITIONS)
+    small = LeNet5(dropout=model.dropout, widths=widths, **model.io)  # type: ignore[arg-type]
+    fc1_cols = keep["conv2"].repeat_interleave(model.fc1.in_features // model.conv2.out_channels)
     with torch.no_grad():
         small.conv1.weight.copy_(work.conv1.weight[keep["conv1"]])
         small.conv1.bias.copy_(work.conv1.bias[keep["conv1"]])

@@ -49,13 +49,14 @@ from .engine import (
     steps_per_epoch,
     use_graphs,
 )
-from .model import LeNet5, prunable
+from .models import prunable, stateless
+from .pruning import make_permanent
 
 
 @dataclass
 class Member:
     """One model of a stack and what makes it its own: spec (its Mixup alpha or None), generators, observers."""
-    model: LeNet5  # trained in place; may carry torch.nn.utils.prune masks
+    model: nn.Module  # trained in place; may carry torch.nn.utils.prune masks
     spec: FitSpec
     order_gen: torch.Generator
     mixup_gen: torch.Generator | None = None
@@ -64,17 +65,19 @@ class Member:
 
 
 def stackable(model: nn.Module, spec: FitSpec) -> bool:
-    """Whether a model can train in a stack: no per-step hook (gradual pruning) and no dropout (its masks
-    come from a per-model generator inside forward)."""
-    return spec.step_hook is None and not getattr(model, "dropout", 0)
+    """Whether a model can train in a stack: no per-step hook (gradual pruning), no dropout (its masks
+    come from a per-model generator inside forward) and no state besides conv/FC weights (stateless)."""
+    return spec.step_hook is None and not getattr(model, "dropout", 0) and stateless(model)
 
 
-def trainable(model: LeNet5) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(parameters, masks) by plain names ('conv1.weight', ...): a pruned tensor's parameter is its
     `*_orig` and its mask the `*_mask` buffer, as torch.nn.utils.prune keeps them."""
     params, masks = {}, {}
     for name, layer in prunable(model):
         for kind in ("weight", "bias"):
+            if getattr(layer, kind, None) is None:
+                continue
             if hasattr(layer, f"{kind}_orig"):
                 params[f"{name}.{kind}"] = getattr(layer, f"{kind}_orig")
                 masks[f"{name}.{kind}"] = getattr(layer, f"{kind}_mask")
@@ -88,19 +91,28 @@ def trainable(model: LeNet5) -> tuple[dict[str, torch.Tensor], dict[str, torch.T
 def _check_alike(members: Sequence[Member], n_train: int) -> None:
     """Members share everything but their draws: the arithmetic runs in lockstep."""
     first = members[0]
+    shapes = {k: p.shape for k, p in trainable(first.model)[0].items()}
     for m in members:
         s, f = m.spec, first.spec
-        same = ((s.epochs, s.batch_size, s.momentum, s.weight_decay) == (f.epochs, f.batch_size, f.momentum, f.weight_decay)
-                and all(s.lr(e) == f.lr(e) for e in range(s.epochs)) and m.model.widths == first.model.widths)
+        same = ((s.epochs, s.batch_size, s.momentum, s.weight_decay, s.loss) == (f.epochs, f.batch_size, f.momentum,
+                                                                                 f.weight_decay, f.loss)
+                and all(s.lr(e) == f.lr(e) for e in range(s.epochs))
+                and {k: p.shape for k, p in trainable(m.model)[0].items()} == shapes)
         if not same:
             raise ValueError(f"fit_stacked: {m.label} differs from {first.label} in epochs, batch size, LR, SGD "
-                             "settings or widths; models trained together must share them")
+                             "settings, loss or layer shapes; models trained together must share them")
         if not stackable(m.model, s):
             raise ValueError(f"fit_stacked: {m.label} has a step hook or dropout; train it with fit()")
         if s.mixup_alpha is not None and m.mixup_gen is None:
             raise ValueError(f"fit_stacked: {m.label} uses Mixup but has no mixup generator")
     if n_train == 0:
         raise ValueError("fit_stacked: the training split is empty")
+
+
+def structure(model: nn.Module) -> nn.Module:
+    """A copy of the model's structure with plain weights (no pruning re-parametrization), for functional_call."""
+    drop_stale_autograd(model)  # prune's cached `weight` may hold an autograd graph, which deepcopy refuses
+    return make_permanent(copy.deepcopy(model))
 
 
 def _clone(gen: torch.Generator | None) -> torch.Generator | None:
@@ -115,6 +127,7 @@ class Stack:
     """The stacked state of K members: parameters [K, ...] (leaves of one optimizer) and masks [K, ...]."""
 
     def __init__(self, members: Sequence[Member], device: torch.device):
+        self.loss = members[0].spec.loss
         parts = [trainable(m.model) for m in members]
         self.names = list(parts[0][0])
         masked = sorted({k for _, masks in parts for k in masks})
@@ -123,7 +136,7 @@ class Stack:
             # a member without a mask on a tensor that others mask keeps all of it
             self.masks = {k: torch.stack([m[k].to(device) if k in m else torch.ones_like(p[k], device=device)
                                           for p, m in parts]) for k in masked}
-        self.base = LeNet5(widths=members[0].model.widths)  # the structure; its own weights are never used
+        self.base = structure(members[0].model)  # its own weights are never used
 
     def member_loss(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], x: torch.Tensor,
                     y: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, mixup: bool) -> torch.Tensor:
@@ -132,11 +145,11 @@ class Stack:
 
         def net(inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(self.base, weights, (inputs,))
-        return batch_loss(net, x, y, lam if mixup else None, partner)  # type: ignore[arg-type]
+        return batch_loss(net, x, y, lam if mixup else None, partner, self.loss)  # type: ignore[arg-type]
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor,
                mixup: bool) -> torch.Tensor:
-        """Loss per member [K] for batches x [K,b,1,28,28], y [K,b], lam [K], partner [K,b]."""
+        """Loss per member [K] for batches x [K,b,C,H,W], y [K,b], lam [K], partner [K,b]."""
         def one(params, masks, xk, yk, lk, pk):
             return self.member_loss(params, masks, xk, yk, lk, pk, mixup)
         return vmap(one)(self.params, self.masks, x, y, lam, partner)

@@ -126,7 +126,7 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
 def _run_cells(base: StudyConfig, grid: dict[str, list[Any]], todo: list[tuple[str, StudyConfig]], out: Path,
                dataset: Dataset | None, observer: Any) -> dict[str, Any]:
     from .api import reproduce
-    from .study import complete_results
+    from .results import complete_results
 
     ensure_dir(out / "runs")
     summary: dict[str, Any] = {"grid": grid, "base": to_dict(base), "cells": []}
@@ -163,7 +163,7 @@ def _get(cfg: StudyConfig, key: str) -> Any:
 
 def render_sweep(summary: dict[str, Any]) -> str:
     keys = list(summary["grid"])
-    models = ("baseline", "mixup", "pruned", "mixup_pruned")
+    models = next((list(c["accuracy"]) for c in summary["cells"] if "accuracy" in c), [])
     lines = ["# mixprune sweep", "", "Test accuracy (%), mean [95% CI] over seeds, per cell.", "",
              "| " + " | ".join(keys + list(models)) + " |", "|" + "---|" * (len(keys) + len(models))]
     for c in summary["cells"]:

@@ -1,0 +1,21 @@
+"""Datasets: a registry of loaders (IDX family, CIFAR, scikit-learn digits, image folders) that all
+return one Dataset (uint8 images, labels, class names, normalization). See registry.py."""
+
+from .dataset import Dataset, Images, channel_stats
+from .idx import (
+    ENV_VAR,
+    FASHION_MNIST,
+    IDX_FAMILY,
+    IdxFiles,
+    download_fashion_mnist,
+    load_fashion_mnist,
+    load_idx,
+    locate,
+    parse_idx,
+    read_bytes,
+)
+from .registry import REGISTRY, DatasetSpec, describe, download, load_dataset
+
+__all__ = ["Dataset", "Images", "channel_stats", "ENV_VAR", "FASHION_MNIST", "IDX_FAMILY", "IdxFiles",
+           "download_fashion_mnist", "load_fashion_mnist", "load_idx", "locate", "parse_idx", "read_bytes", "REGISTRY",
+           "DatasetSpec", "describe", "download", "load_dataset"]

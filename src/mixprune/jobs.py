@@ -1,0 +1,253 @@
+"""Training jobs built from the variant table: set up, run (alone or stacked), reused from the cache.
+
+    problem = Problem((1, 28, 28), 10)                     # what every model of the run is built for
+    done = run_chains(cfg, problem, design, data, [(0, ("baseline", "pruned"))], observer)
+    # [(seed, name, Trained, loaded from the cache), ...] in chain order
+
+Per seed, every dense variant starts from the same initial weights and sees the same batches (stream
+"order"); a pruned variant prunes a copy of its parent's trained weights and fine-tunes on the
+"finetune-order" stream, with Mixup as its variant and --finetune-mixup say. All variants of one
+depth (the dense ones, then their pruned children) train before the next depth, so that a stack
+(stacked.py) holds models that train alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cache import ModelCache
+from .config import StudyConfig
+from .data import Dataset, Images
+from .engine import (
+    EpochRecord,
+    FitSpec,
+    Tensors,
+    constant_lr,
+    evaluate_loss_accuracy,
+    fit,
+    generator,
+    lr_steps,
+    memory_format,
+    steps_per_epoch,
+)
+from .losses import LOSSES
+from .models import build_model
+from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
+from .slimming import structured_keep, unit_masks
+from .stacked import Member, fit_stacked, stackable
+from .variants import Design, Variant, mixup_on
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every model of a run is built for: one input's shape (C, H, W) and the number of classes;
+    `factory` (the Python API's model) builds the network from an init generator instead of --arch."""
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    factory: Callable[[torch.Generator], nn.Module] | None = None
+
+    def build(self, cfg: StudyConfig, gen: torch.Generator) -> nn.Module:
+        if self.factory is not None:
+            return self.factory(gen)
+        return build_model(cfg.model.arch, self.input_shape, self.num_classes, gen, cfg.model.dropout)
+
+
+@dataclass
+class Trained:
+    """One trained model of one seed with its per-epoch history and extra measurements."""
+    model: nn.Module
+    history: list[EpochRecord]
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One model's training, set up (weights, masks, settings, random streams) but not yet run."""
+    name: str
+    seed: int
+    model: nn.Module
+    spec: FitSpec
+    order_gen: torch.Generator
+    mixup_gen: torch.Generator | None
+    phase: str  # "train" or "finetune"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_tensors(ds: Dataset, device: torch.device) -> Tensors:
+    """The dataset on `device` as uint8 images normalized per batch (data.Images) and labels."""
+    fmt = memory_format(device)
+    mean, std = ds.normalization()
+    if ds.mapped is not None:  # too large for memory: the images stay mapped, batches go to the device
+        return Tensors(Images(ds.train_x, mean, std, fmt, device), ds.train_y.to(device),
+                       Images(ds.test_x, mean, std, fmt, device), ds.test_y.to(device))
+    return Tensors(Images(ds.train_x.to(device), mean, std, fmt), ds.train_y.to(device),
+                   Images(ds.test_x.to(device), mean, std, fmt), ds.test_y.to(device))
+
+
+def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: bool, loss: str,
+             step_hook: Callable[[int], None] | None = None) -> FitSpec:
+    """The training settings of cfg for one phase (training or fine-tuning)."""
+    t = cfg.train
+    return FitSpec(epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
+                   eval_batch_size=t.eval_batch_size,
+                   mixup_alpha=cfg.mixup.alpha if mixup and cfg.mixup.alpha > 0 else None,  # alpha 0: Mixup off
+                   step_hook=step_hook, cuda_graphs=t.cuda_graphs, loss=LOSSES[loss])
+
+
+def dense_job(cfg: StudyConfig, problem: Problem, seed: int, v: Variant, device: torch.device) -> Job:
+    """A dense variant: the seed's initial weights and batch order, Mixup as the variant says."""
+    t = cfg.train
+    mixup = mixup_on(cfg, v)
+    model = problem.build(cfg, generator(seed, "init"))
+    model = model.to(device=device, memory_format=memory_format(device))
+    model.generator = generator(seed, f"dropout-{v.name}") if cfg.model.dropout > 0 else None
+    spec = fit_spec(cfg, t.epochs, lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), mixup, v.loss)
+    return Job(v.name, seed, model, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None, "train")
+
+
+def attach_pruning(cfg: StudyConfig, model: nn.Module, n_train: int) -> GradualPruner | None:
+    """Put the configured masks on model; for the gradual schedule, return the step hook that grows them."""
+    p = cfg.prune
+    if p.method == "2:4":
+        masks, _ = semi_structured_masks(model)
+        attach_masks(model, masks)
+        return None
+    if p.method == "structured":
+        keep = structured_keep(model, p.conv_amount, p.fc_amount, p.norm)
+        attach_masks(model, unit_masks(model, keep), bias_masks=keep)
+        return None
+    if p.schedule == "oneshot":
+        attach_masks(model, l1_masks(model, p.conv_amount, p.fc_amount, p.scope))
+        return None
+    total = p.finetune_epochs * steps_per_epoch(n_train, cfg.train.batch_size)
+    return GradualPruner(model, pruned_counts(model, p.conv_amount, p.fc_amount), end_step=max(1, round(p.gradual_end * total)),
+                         every=p.gradual_every, scope=p.scope)
+
+
+def prune_job(cfg: StudyConfig, data: Tensors, parent: Trained, seed: int, v: Variant) -> Job:
+    """A pruned variant: masks on a copy of its parent's weights, to be fine-tuned with the masks held
+    (Mixup as --finetune-mixup says: by default as the variant says)."""
+    p, t = cfg.prune, cfg.train
+    model = copy.deepcopy(parent.model)
+    model.generator = generator(seed, f"dropout-{v.name}") if cfg.model.dropout > 0 else None
+    hook = attach_pruning(cfg, model, len(data.train_x))
+    extra: dict[str, Any] = {}
+    if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
+        extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
+    mixup = mixup_on(cfg, v)
+    spec = fit_spec(cfg, p.finetune_epochs, constant_lr(p.finetune_lr), mixup, v.loss, hook)
+    return Job(v.name, seed, model, spec, generator(seed, "finetune-order"),
+               generator(seed, "finetune-mixup") if mixup else None, "finetune", extra)
+
+
+def make_job(cfg: StudyConfig, problem: Problem, data: Tensors, v: Variant, seed: int, parent: Trained | None) -> Job:
+    """The job of variant v for one seed: its step's builder (one per step of variants.STEPS)."""
+    if v.step == "dense":
+        return dense_job(cfg, problem, seed, v, data.train_x.device)
+    return prune_job(cfg, data, parent, seed, v)  # type: ignore[arg-type]
+
+
+def _finish(job: Job, history: list[EpochRecord]) -> Trained:
+    """After training: a fine-tuned model's masks become zeros in plain parameters (prune.remove)."""
+    if job.phase == "finetune":
+        hook = job.spec.step_hook
+        if isinstance(hook, GradualPruner) and job.spec.epochs == 0:
+            hook(hook.end_step)  # no steps to spread it over: prune at once
+        make_permanent(job.model)
+    return Trained(job.model, history, job.extra)
+
+
+def run_jobs(jobs: list[Job], data: Tensors, obs: Any, stack: int = 0) -> list[Trained]:
+    """Train each job; with stack (a stack size, 0: none), those that can train together do so in one pass
+    (stacked.py) in a stack of that size, the others (gradual pruning, dropout, BatchNorm) one after another.
+    Results come back in the order of `jobs`."""
+    def callbacks(job: Job) -> list[Callable[[EpochRecord], None]]:
+        def report(record: EpochRecord) -> None:
+            obs.epoch_end(job.name, job.seed, record)
+        return [report]
+    for job in jobs:
+        obs.phase_start(job.name, job.seed, job.spec.epochs)
+    together = [j for j in jobs if stack and stackable(j.model, j.spec)]
+    histories = dict(zip(map(id, together), fit_stacked(
+        [Member(j.model, j.spec, j.order_gen, j.mixup_gen, callbacks(j), f"{j.name} seed {j.seed}") for j in together],
+        data, together[0].phase, stack))) if together else {}
+    for job in jobs:
+        if id(job) not in histories:
+            histories[id(job)] = fit(job.model, data, job.spec, job.order_gen, job.mixup_gen, phase=job.phase,
+                                     callbacks=callbacks(job))
+    return [_finish(job, histories[id(job)]) for job in jobs]
+
+
+Chain = tuple[int, tuple[str, ...]]  # (seed, variant names, parents first)
+
+
+def by_depth(design: Design, chains: list[Chain]) -> list[list[tuple[int, str]]]:
+    """The (seed, variant) pairs of the chains, grouped by depth in the table (dense ones first)."""
+    levels: dict[int, list[tuple[int, str]]] = {}
+    for seed, names in chains:
+        for name in names:
+            levels.setdefault(design.depth(name), []).append((seed, name))
+    return [levels[d] for d in sorted(levels)]
+
+
+def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors, chains: list[Chain], obs: Any,
+               keys: dict[tuple[int, str], str] | None = None, stacking: bool = False
+               ) -> list[tuple[int, str, Trained, bool]]:
+    """Train every variant of every chain, depth by depth; with stacking, each depth of several models is one
+    stacked pass of that size, whatever part of it the cache already holds. With cfg.cache_dir and keys, a
+    model already in the cache is loaded, not trained. Returns (seed, name, trained, from the cache) in chain
+    order."""
+    cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir and keys else None
+    done: dict[tuple[int, str], tuple[Trained, bool]] = {}
+    for level in by_depth(design, chains):
+        stack = len(level) if stacking and len(level) > 1 else 0
+        todo = []
+        for seed, name in level:
+            hit = cache.load_trained(keys[(seed, name)]) if cache is not None and keys else None
+            if hit is not None:
+                trained = rebuild_trained(cfg, problem, *hit, data.train_x.device)
+                obs.phase_start(name, seed, len(trained.history))
+                for r in trained.history:  # progress displays see the (recorded) epochs of the reused model
+                    obs.epoch_end(name, seed, r)
+                done[(seed, name)] = (trained, True)
+                continue
+            v = design[name]
+            parent = done[(seed, v.parent)][0] if v.parent else None
+            todo.append(((seed, name), make_job(cfg, problem, data, v, seed, parent)))
+        for (at, _), trained in zip(todo, run_jobs([j for _, j in todo], data, obs, stack)):
+            if cache is not None and keys:
+                cache.save_trained(keys[at], trained.model.state_dict(), [r.as_dict() for r in trained.history],
+                                   trained.extra)
+            done[at] = (trained, False)
+    return [(seed, name, *done[(seed, name)]) for seed, names in chains for name in names]
+
+
+def rebuild_trained(cfg: StudyConfig, problem: Problem, state: dict[str, torch.Tensor], history: list[dict],
+                    extra: dict, device: torch.device) -> Trained:
+    """A Trained from plain data (a worker's payload or a cache entry), on the device where the data is."""
+    model = problem.build(cfg, generator(0, "init"))  # the structure; its weights are replaced
+    model.load_state_dict(state)
+    model = model.to(device=device, memory_format=memory_format(device))
+    return Trained(model, [EpochRecord(**r) for r in history], extra)
+
+
+_ON_DEVICE: dict[tuple[int, str], Tensors] = {}  # per process: the shared CPU tensors, moved to the GPU once
+
+
+def on_device(data: Tensors, device: torch.device) -> Tensors:
+    """data on `device`: GPU workers receive CPU tensors (shared memory) and move them once per process."""
+    if data.train_x.device == device:
+        return data
+    key = (id(data), str(device))
+    if key not in _ON_DEVICE:
+        fmt = memory_format(device)
+        _ON_DEVICE[key] = Tensors(data.train_x.to(device, fmt), data.train_y.to(device),
+                                  data.test_x.to(device, fmt), data.test_y.to(device))
+    return _ON_DEVICE[key]

@@ -1,0 +1,154 @@
+"""Measuring one trained model: test metrics, counts, robustness, deployable files and latency.
+
+    metrics = measure(cfg, trained, data, paths, "pruned", seed)   # writes models/pruned-seed0.* as it goes
+    metrics.update(measure_latency(cfg, trained))
+
+Every figure is measured here from the model or from the file it was written to: lossy files are
+decoded back into a model and scored on the evaluation split, ONNX files in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backends import available_cores
+from .config import StudyConfig
+from .engine import Tensors, evaluate_loss_accuracy, generator, predict
+from .evaluation import classification_metrics, expected_calibration_error, fgsm_accuracy, noise_accuracy
+from .export import (
+    export_onnx,
+    gzip_size,
+    latency_ms,
+    load_model,
+    quantize_onnx_int8,
+    save_safetensors,
+    save_sparse,
+    verify_onnx,
+)
+from .jobs import Trained
+from .models import (
+    LeNet5,
+    count_nonzero,
+    count_params,
+    effective_macs,
+    layer_sparsity,
+    macs_per_image,
+    weight_sparsity,
+)
+from .paths import RunPaths
+from .slimming import slim
+
+ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
+CALIBRATION_IMAGES = 1000  # first training images, for int8 activation ranges
+NOISE_SIGMA, FGSM_EPSILON = 0.3, 0.05  # in normalized input units (the paper's inputs span [-1, 1])
+
+
+def slimmed(model: nn.Module) -> nn.Module | None:
+    """The smaller dense network without removable units (LeNet-5), or None where slimming does not apply."""
+    return slim(model) if isinstance(model, LeNet5) else None
+
+
+def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
+    """CPU latency at batch 1 and 256 (and of the slimmed network, when slimming removes units), with
+    --threads threads or all cores."""
+    cpu_model = copy.deepcopy(trained.model).cpu().to(memory_format=torch.contiguous_format)
+    threads = cfg.threads or available_cores()
+    out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
+                           for b in (1, 256)}
+    small = slimmed(trained.model)
+    if small is not None and small.widths != trained.model.widths:
+        out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads) for b in (1, 256)})
+    out.update(latency_device="cpu", latency_threads=threads)
+    return out
+
+
+Loader = Callable[[Path], nn.Module]  # a model file -> the model it holds (export.load_model by default)
+
+
+def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, name: str, seed: int,
+            num_classes: int, load: Loader = load_model) -> dict[str, Any]:
+    """Every metric of one model but latency: test metrics, counts, file sizes (the files are written here).
+    `load` decodes the lossy files for scoring (a user's network needs its own structure to load into)."""
+    model = trained.model.eval()
+    logits = predict(model, data.test_x, cfg.train.eval_batch_size)
+    metrics = classification_metrics(logits, data.test_y, num_classes)
+    total, nonzero = count_params(model), count_nonzero(model)
+    metrics.update(params_total=total, params_nonzero=nonzero, sparsity=weight_sparsity(model),
+                   layer_sparsity=layer_sparsity(model),
+                   compression_ratio=total / nonzero, param_reduction=1.0 - nonzero / total,
+                   train_seconds=sum(r.seconds for r in trained.history),
+                   macs_dense=macs_per_image(model), **trained.extra)
+    last = [r.test_accuracy for r in trained.history[-3:]]
+    if last:
+        metrics["test_accuracy_range_last3"] = max(last) - min(last)
+    metrics.update(robustness(model, logits, data, seed))
+    small = slimmed(model)
+    metrics.update(params_present=count_params(small if small is not None else model),
+                   macs_slim=macs_per_image(small if small is not None else model),
+                   macs_effective=effective_macs(model))
+    if small is not None:
+        metrics["widths"] = list(small.widths)
+    metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load))
+    return metrics
+
+
+def robustness(model: nn.Module, logits: torch.Tensor, data: Tensors, seed: int) -> dict[str, float]:
+    """Calibration and robustness on the test split: ECE, accuracy under Gaussian noise and under FGSM
+    (adversarial inputs clipped to the normalized range of valid pixels)."""
+    bounds = data.test_x.value_range() if hasattr(data.test_x, "value_range") else (-1.0, 1.0)
+    return {"ece": expected_calibration_error(logits, data.test_y),
+            "noise_accuracy": noise_accuracy(model, data.test_x, data.test_y, NOISE_SIGMA, generator(seed, "noise")),
+            "fgsm_accuracy": fgsm_accuracy(model, data.test_x, data.test_y, FGSM_EPSILON, bounds=bounds)}
+
+
+def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module | None, logits: torch.Tensor, data: Tensors,
+                    paths: RunPaths, name: str, seed: int, load: Loader = load_model) -> dict[str, Any]:
+    """Write every deployable file of one model and measure each: bytes, gzip bytes, and for lossy
+    encodings the test accuracy of the model decoded back from the file."""
+    out: dict[str, Any] = {}
+
+    def record(kind: str, path: Path, size: int, lossy: bool) -> None:
+        out[f"size_bytes_{kind}"] = size
+        out[f"gzip_bytes_{kind}"] = gzip_size(path)
+        if lossy:
+            decoded = (load_model(path) if kind == "slim" else load(path)).to(device=data.test_y.device)
+            out[f"test_accuracy_{kind}"] = evaluate_loss_accuracy(decoded, data.test_x, data.test_y,
+                                                                  cfg.train.eval_batch_size)[1]
+
+    writers = (("fp32", "safetensors", lambda p: save_safetensors(model, p), False),
+               ("fp16", "fp16.safetensors", lambda p: save_safetensors(model, p, torch.float16), True),
+               ("sparse", "sparse.safetensors", lambda p: save_sparse(model, p, "fp16"), True),
+               ("sparse_int8", "sparse-int8.safetensors", lambda p: save_sparse(model, p, "int8"), True))
+    for kind, suffix, writer, lossy in writers:
+        path = paths.model_file(name, seed, suffix)
+        record(kind, path, writer(path), lossy)
+    if small is not None and small.widths != model.widths:
+        path = paths.model_file(name, seed, "slim.safetensors")
+        record("slim", path, save_safetensors(small, path), True)
+    if cfg.bench.onnx:
+        out.update(onnx_artifacts(model, logits, data, paths.model_file(name, seed, "onnx"),
+                                  paths.model_file(name, seed, "int8.onnx"), record))
+    return out
+
+
+def onnx_artifacts(model: nn.Module, logits: torch.Tensor, data: Tensors, onnx_path: Path, int8_path: Path,
+                   record: Any) -> dict[str, Any]:
+    """The ONNX file and its static int8 twin, each verified in ONNX Runtime against PyTorch's logits."""
+    test_x = data.test_x[:]  # normalized, as ONNX Runtime receives inputs
+    record("onnx", onnx_path, export_onnx(model, onnx_path), False)
+    out: dict[str, Any] = verify_onnx(onnx_path, logits, test_x, data.test_y)
+    out["onnx_verified"] = (out["onnx_prediction_agreement"] >= ONNX_MIN_AGREEMENT and
+                            abs(out["onnx_test_accuracy"] - 100.0 * (logits.argmax(1) == data.test_y).double()
+                                .mean().item()) <= ONNX_MAX_ACC_DIFF)
+    calibration = data.train_x[:CALIBRATION_IMAGES]
+    record("onnx_int8", int8_path, quantize_onnx_int8(onnx_path, int8_path, calibration), False)
+    check = verify_onnx(int8_path, logits, test_x, data.test_y)
+    out.update(test_accuracy_onnx_int8=check["onnx_test_accuracy"],
+               onnx_int8_prediction_agreement=check["onnx_prediction_agreement"])
+    return out

@@ -1,0 +1,227 @@
+"""Every network mixprune can build, behind one interface: build_model(arch, input_shape, num_classes).
+
+    model = build_model("lenet5", (1, 28, 28), 10, generator(seed, "init"))     # the paper's Table 1
+    model = build_model("torchvision:resnet18", (1, 28, 28), 10, gen)           # random init, adapted
+    model = build_model("timm:resnet10t", (3, 32, 32), 100, gen)                # where timm is installed
+    model = build_model("my_model.py:build", (3, 32, 32), 10, gen)              # build(in_channels=3, num_classes=10)
+    describe(model) -> {"arch": ..., "input_shape": [C, H, W], "num_classes": K, ...}   # rebuild(describe(m)) == m's shapes
+
+Every model comes back with `input_shape` (C, H, W) and `arch` attributes and has run one forward pass
+on an example input of that shape: a model that cannot take it is refused here with one line, before
+anything trains. LeNet-5 draws its weights from the given generator (the paper's bits); other models
+are built under a forked global RNG seeded from that generator, so runs stay reproducible and the
+caller's global RNG is untouched. torchvision models get their first convolution rebuilt for the
+dataset's channels and `num_classes` outputs; timm models get `in_chans` and `num_classes`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .lenet5 import LeNet5
+
+LENET = "lenet5"
+PREFIXES = ("torchvision:", "timm:", "python:")  # python:NAME is a model given to the Python API (api.reproduce)
+
+
+def kind(arch: str) -> str:
+    """'lenet5', 'torchvision', 'timm' or 'file' (PATH.py:FUNCTION); ConfigError for anything else."""
+    if arch == LENET:
+        return LENET
+    for prefix in PREFIXES:
+        if arch.startswith(prefix) and len(arch) > len(prefix):
+            return prefix[:-1]
+    path, sep, func = arch.rpartition(":")
+    if sep and path.endswith(".py") and func.isidentifier():
+        return "file"
+    raise ConfigError(f"invalid --arch (model.arch): {arch!r}; use lenet5, torchvision:NAME (e.g. torchvision:resnet18), "
+                      "timm:NAME, or PATH.py:FUNCTION for your own factory FUNCTION(in_channels=C, num_classes=K)")
+
+
+def _seed_from(generator: torch.Generator | None) -> int:
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    return int(torch.randint(2**62, (1,), generator=gen))
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Rebuild the first Conv2d for `in_channels` inputs (same filters, kernel, stride, padding)."""
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            if conv.in_channels == in_channels:
+                return
+            if conv.groups != 1:
+                raise ConfigError(f"cannot adapt the first convolution {name} (grouped) to {in_channels} channels")
+            new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                            bias=conv.bias is not None, padding_mode=conv.padding_mode)
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+            return
+
+
+def _torchvision(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ConfigError(f"invalid --arch torchvision:{name}: not a torchvision classification model; e.g. "
+                          f"{', '.join(n for n in ('resnet18', 'mobilenet_v3_small', 'efficientnet_b0') if n in known)} "
+                          f"({len(known)} in all: torchvision.models.list_models())")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    _replace_first_conv(model, in_channels)
+    return model
+
+
+def _timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(f"--arch timm:{name} needs timm: pip install timm (or 'mixprune[timm]')") from None
+    try:
+        return timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=num_classes)
+    except RuntimeError as exc:
+        raise ConfigError(f"invalid --arch timm:{name}: {str(exc).splitlines()[0]}; see timm.list_models()") from None
+
+
+def load_factory(arch: str) -> Any:
+    """The FUNCTION of PATH.py:FUNCTION, imported from the user's file (only ever the file the user names)."""
+    path_text, _, func = arch.rpartition(":")
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"--arch {arch}: {path} does not exist; give PATH.py:FUNCTION of your model factory")
+    module_name = f"mixprune_user_model_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"--arch {arch}: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[module_name] = module  # workers and pickling by reference find it again by name
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: any error is bad input, said in one line
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"--arch {arch}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, func, None)
+    if not callable(factory):
+        raise ConfigError(f"--arch {arch}: {path} defines no function {func}")
+    return factory
+
+
+def _from_file(arch: str, in_channels: int, num_classes: int) -> nn.Module:
+    factory = load_factory(arch)
+    try:
+        model = factory(in_channels=in_channels, num_classes=num_classes)
+    except Exception as exc:  # noqa: BLE001 - the user's code
+        raise ConfigError(f"--arch {arch}: {arch.rpartition(':')[2]}(in_channels={in_channels}, "
+                          f"num_classes={num_classes}) raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--arch {arch}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_input(model: nn.Module, arch: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """One forward pass of two example inputs in eval mode; ConfigError naming the shape and the model if
+    it fails or does not return [2, num_classes] logits."""
+    shape = "x".join(map(str, input_shape))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *input_shape))
+    except Exception as exc:  # noqa: BLE001 - any failure means the model cannot take this input
+        raise ConfigError(f"--arch {arch} cannot take the dataset's {shape} inputs "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                          "resize with --image-size N or choose another --arch") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"--arch {arch}: on {shape} inputs the model returns {got}, expected logits "
+                          f"[batch, {num_classes}] for the dataset's {num_classes} classes")
+
+
+def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int,
+                generator: torch.Generator | None = None, dropout: float = 0.0) -> nn.Module:
+    """A freshly initialised network for inputs of input_shape (C, H, W) and num_classes outputs."""
+    c, h, w = input_shape
+    k = kind(arch)
+    if dropout and k != LENET:
+        raise ConfigError(f"--dropout applies to lenet5 only (its fc1/fc2 dropout); --arch {arch} has its own")
+    if k == LENET:
+        try:
+            model: nn.Module = LeNet5(dropout=dropout, generator=generator, in_channels=c, num_classes=num_classes,
+                                      input_hw=(h, w))
+        except ValueError as exc:
+            raise ConfigError(f"--arch lenet5: {exc}") from None
+    else:
+        if k == "python":
+            raise ConfigError(f"--arch {arch} names a model given as Python code: pass it to mixprune.reproduce(..., "
+                              "model=...), or name a file with --arch PATH.py:FUNCTION")
+        builders = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}
+        name = arch if k == "file" else arch.partition(":")[2]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed_from(generator))
+            model = builders[k](name, c, num_classes)
+        model.input_shape = (c, h, w)
+    model.arch, model.output_classes = arch, num_classes
+    check_input(model, arch, (c, h, w), num_classes)
+    return model
+
+
+def python_factory(model: nn.Module | Callable[..., nn.Module], input_shape: tuple[int, int, int],
+                   num_classes: int) -> tuple[str, Callable[[torch.Generator], nn.Module]]:
+    """(arch label, builder) for a model given as Python code: a factory called as
+    factory(in_channels=C, num_classes=K) under a forked global RNG seeded from the init generator, or an
+    nn.Module, copied as it is (every seed then starts from its weights)."""
+    if isinstance(model, nn.Module):
+        name, template = type(model).__name__, copy.deepcopy(model)
+
+        def make(gen: torch.Generator) -> nn.Module:
+            return copy.deepcopy(template)
+    elif callable(model):
+        name = getattr(model, "__name__", type(model).__name__)
+
+        def make(gen: torch.Generator) -> nn.Module:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed_from(gen))
+                built = model(in_channels=input_shape[0], num_classes=num_classes)
+            if not isinstance(built, nn.Module):
+                raise ConfigError(f"model factory {name} returned a {type(built).__name__}, not a torch.nn.Module")
+            return built
+    else:
+        raise ConfigError(f"model must be a torch.nn.Module or a factory(in_channels, num_classes), got "
+                          f"{type(model).__name__}")
+    arch = f"python:{name}"
+
+    def build(gen: torch.Generator) -> nn.Module:
+        built = make(gen)
+        built.input_shape, built.arch, built.output_classes = tuple(input_shape), arch, num_classes
+        check_input(built, arch, input_shape, num_classes)
+        return built
+    return arch, build
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """What rebuilds the model's structure: arch, input shape, classes (and LeNet's widths and dropout)."""
+    out: dict[str, Any] = {"arch": getattr(model, "arch", LENET), "input_shape": list(model.input_shape)}
+    if isinstance(model, LeNet5):
+        out.update(num_classes=model.io["num_classes"], widths=list(model.widths), dropout=model.dropout)
+    else:
+        out["num_classes"] = model.output_classes
+    return out
+
+
+def rebuild(desc: dict[str, Any], arch_override: str | None = None) -> nn.Module:
+    """An untrained model of the described structure (weights to be loaded by the caller)."""
+    arch = desc["arch"]
+    c, h, w = (int(v) for v in desc["input_shape"])
+    if arch == LENET:
+        return LeNet5(dropout=float(desc.get("dropout", 0.0)), widths=tuple(int(v) for v in desc["widths"]),  # type: ignore[arg-type]
+                      in_channels=c, num_classes=int(desc["num_classes"]), input_hw=(h, w))
+    return build_model(arch_override or arch, (c, h, w), int(desc["num_classes"]))
