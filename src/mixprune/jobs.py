@@ -48,10 +48,12 @@ from .variants import Design, Variant, mixup_on
 @dataclass(frozen=True)
 class Problem:
     """What every model of a run is built for: one input's shape (C, H, W) and the number of classes;
-    `factory` (the Python API's model) builds the network from an init generator instead of --arch."""
+    `factory` (the Python API's model) builds the network from an init generator instead of --arch;
+    `stateless`: the network has no state besides conv/FC weights (models.stateless), so it can be stacked."""
     input_shape: tuple[int, int, int]
     num_classes: int
     factory: Callable[[torch.Generator], nn.Module] | None = None
+    stateless: bool = True
 
     def build(self, cfg: StudyConfig, gen: torch.Generator) -> nn.Module:
         if self.factory is not None:

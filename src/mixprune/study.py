@@ -13,6 +13,7 @@ rewritten atomically after every model, so an interrupted study keeps everything
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -71,13 +72,13 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
             for seed, name, t, hit in run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked)]
 
 
-def _stack_blocked(cfg: StudyConfig, problem: Problem) -> str | None:
+def _stack_blocked(cfg: StudyConfig, problem: Problem | None) -> str | None:
     """Why the chains of a worker cannot train stacked under cfg, or None when they can."""
     if cfg.model.dropout > 0:
         return "not with dropout (its masks are drawn per model)"
     if cfg.backend == "ray":
         return "with Ray every chain is its own task"
-    if not stateless(problem.build(cfg, generator(0, "init"))):
+    if problem is not None and not problem.stateless:
         return "the network has state besides conv/FC weights (e.g. BatchNorm statistics)"
     return None
 
@@ -86,7 +87,7 @@ def stacking(cfg: StudyConfig, device: torch.device, problem: Problem | None = N
     """Whether chains of one worker train stacked: asked for (by default on a GPU, where it pays; not on the
     CPU, where it is slower: README, Performance) and possible."""
     wanted = device.type == "cuda" if cfg.train.stack_models is None else cfg.train.stack_models
-    return wanted and _stack_blocked(cfg, problem or Problem((1, 28, 28), 10)) is None
+    return wanted and _stack_blocked(cfg, problem) is None
 
 
 def _stack_note(cfg: StudyConfig, problem: Problem, tasks: list[Task]) -> str | None:
@@ -120,8 +121,9 @@ def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int, in_proces
     return workers, cfg.threads or max(1, cores // workers)
 
 
-def _check_problem(cfg: StudyConfig, problem: Problem) -> None:
-    """Refuse, before anything trains, what this network cannot do (building it checks the input shape)."""
+def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
+    """Refuse, before anything trains, what this network cannot do (building it checks the input shape);
+    the problem with what the built network says about itself."""
     model = problem.build(cfg, generator(0, "init"))
     if cfg.prune.method == "structured" and not isinstance(model, LeNet5):
         raise ConfigError(f"--prune-method structured removes filters and neurons of lenet5 only for now (physical "
@@ -129,6 +131,7 @@ def _check_problem(cfg: StudyConfig, problem: Problem) -> None:
     if problem.factory is not None and (cfg.backend == "ray" or cfg.cache_dir):
         raise ConfigError("a model given as Python code trains in this process: --backend ray and --cache-dir "
                           "need a model named by --arch (the cache cannot see changes to your code)")
+    return dataclasses.replace(problem, stateless=stateless(model))
 
 
 def prepare_dataset(cfg: StudyConfig, dataset: Dataset | None) -> Dataset:
@@ -153,8 +156,7 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
         arch, factory = python_factory(model, ds.shape, ds.num_classes)
         cfg = with_overrides(cfg, {"model.arch": arch})
     kind(cfg.model.arch)
-    problem = Problem(ds.shape, ds.num_classes, factory)
-    _check_problem(cfg, problem)
+    problem = _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory))
     data = prepare_tensors(ds, device)
     paths = RunPaths(Path(out_dir or cfg.out or default_out_dir()))  # created only once the data and model are good
     with exclusive_dir(paths.root):
