@@ -183,3 +183,30 @@ def test_parse_idx_checks_length_against_header(dims, delta):
     else:
         with pytest.raises(DataError, match="truncated|trailing"):
             D.parse_idx(blob, Path("x"), D.IMAGE_MAGIC)
+
+
+def test_memory_is_bounded_by_what_the_header_promises(tiny_dir):
+    """A small gzip file that inflates far beyond its header's promise is refused after reading the promise
+    plus one byte; a header promising more examples than the dataset has is refused before any body is read."""
+    import tracemalloc
+
+    f = tiny_dir / "train-labels-idx1-ubyte.gz"
+    body = gzip.decompress(f.read_bytes())
+    with gzip.open(f, "wb", compresslevel=1) as out:  # ~200 KB on disk, 200 MB inflated
+        out.write(body)
+        for _ in range(200):
+            out.write(bytes(1_000_000))
+    assert f.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: has trailing bytes"):
+            D.load_fashion_mnist(tiny_dir, spec=TINY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # bytes: the promise (40 labels) plus buffers, not the 200 MB the file inflates to
+    images = tiny_dir / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(struct.pack(">4I", D.IMAGE_MAGIC, 2**31, 28, 28)))
+    f.write_bytes(gzip.compress(body))
+    with pytest.raises(DataError, match="holds 2147483648 examples, expected 20 for the test split"):
+        D.load_fashion_mnist(tiny_dir, spec=TINY)

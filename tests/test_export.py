@@ -134,3 +134,15 @@ def test_int8_onnx_is_smaller_and_agrees(pruned, tmp_path):
 def test_bad_sparse_value_type(pruned, tmp_path):
     with pytest.raises(ValueError, match="sparse values must be one of"):
         save_sparse(pruned, tmp_path / "x.safetensors", values="int4")
+
+
+def test_the_same_model_writes_the_same_bytes(tmp_path):
+    """safetensors writes metadata keys in a random order; mixprune's files are byte-identical run to run."""
+    model = LeNet5(generator=torch.Generator().manual_seed(0))
+    for writer in (lambda p: save_safetensors(model, p), lambda p: save_sparse(model, p, "int8")):
+        blobs = set()
+        for i in range(6):
+            writer(tmp_path / f"m{i}.safetensors")
+            blobs.add((tmp_path / f"m{i}.safetensors").read_bytes())
+        assert len(blobs) == 1
+        assert load_model(tmp_path / "m0.safetensors") is not None

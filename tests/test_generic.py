@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mixprune import StudyConfig, load_model, reproduce
+from mixprune.cli import main
 from mixprune.config import with_overrides
 from mixprune.errors import ConfigError, ModelFileError
 from mixprune.export import save_safetensors, save_sparse
@@ -68,15 +69,15 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, user_model, rgb_folder):
     out = tmp_path_factory.mktemp("run") / "out"
-    res = cli("reproduce", "--dataset", f"folder:{rgb_folder}", "--arch", f"{user_model}:build", "--seeds", "0",
-              "--epochs", "2", "--finetune-epochs", "1", "--batch-size", "8", "--bench-seconds", "0.01", "--workers", "1",
-              "--out", str(out))
-    return res, out
+    code = main(["reproduce", "--dataset", f"folder:{rgb_folder}", "--arch", f"{user_model}:build", "--seeds", "0",
+                 "--epochs", "2", "--finetune-epochs", "1", "--batch-size", "8", "--bench-seconds", "0.01",
+                 "--workers", "1", "--out", str(out)])
+    return code, out
 
 
 def test_user_model_on_rgb_folder_through_the_cli(folder_run, user_model):
-    res, out = folder_run
-    assert res.returncode == 0, res.stderr
+    code, out = folder_run
+    assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["input_shape"] == [3, 16, 16] and results["data"]["classes"] == ["cat", "dog", "owl"]
     assert results["claims"] == [] and "not audited here" in (out / "report.md").read_text()
@@ -93,7 +94,7 @@ def test_user_model_on_rgb_folder_through_the_cli(folder_run, user_model):
     assert pruned["params_total"] - pruned["params_nonzero"] == expected
 
 
-def test_user_factory_files_load_only_when_named(folder_run, user_model):
+def test_user_factory_files_load_only_when_named(folder_run, user_model, capsys):
     _, out = folder_run
     path = out / "models" / "pruned-seed0.sparse.safetensors"
     with pytest.raises(ModelFileError, match="imports user code only when you name it"):
@@ -103,15 +104,14 @@ def test_user_factory_files_load_only_when_named(folder_run, user_model):
     dense = load_model(out / "models" / "pruned-seed0.safetensors", arch=f"{user_model}:build")
     x = torch.randn(5, 3, 16, 16)
     assert torch.allclose(model(x), dense(x), atol=1e-2)  # fp16 values of the same weights
-    bench = cli("bench", str(out / "models" / "pruned-seed0.safetensors"), "--arch", f"{user_model}:build",
-                "--batches", "1", "--threads", "1", "--seconds", "0.01")
-    assert bench.returncode == 0, bench.stderr
-    assert "ORT fp32" in bench.stdout and "slimming does not apply" in bench.stdout
+    capsys.readouterr()
+    assert main(["bench", str(out / "models" / "pruned-seed0.safetensors"), "--arch", f"{user_model}:build",
+                 "--batches", "1", "--threads", "1", "--seconds", "0.01"]) == 0
+    printed = capsys.readouterr().out
+    assert "ORT fp32" in printed and "slimming does not apply" in printed
 
 
 def test_a_model_that_cannot_take_the_input_is_refused_before_training(tmp_path, user_model, rgb_folder, capsys):
-    from mixprune.cli import main
-
     out = tmp_path / "never"
     assert main(["reproduce", "--dataset", f"folder:{rgb_folder}", "--arch", f"{user_model}:too_rigid",
                  "--out", str(out)]) == 2
@@ -148,8 +148,8 @@ def test_python_api_with_a_model_defined_in_code(tmp_path):
         load_model(path)
     model = load_model(path, model=small_net(3, 2))
     assert count_params(model) == results["models"]["mixup_pruned"]["seeds"]["0"]["params_total"]
-    again = reproduce(with_overrides(cfg, {"out": str(tmp_path / "p")}), dataset=(train_x, train_y, test_x, test_y),
-                      model=small_net)
+    again = reproduce(with_overrides(cfg, {"out": str(tmp_path / "p"), "bench.onnx": False}),
+                      dataset=(train_x, train_y, test_x, test_y), model=small_net)
     assert again["models"]["pruned"]["seeds"]["0"]["test_loss"] == results["models"]["pruned"]["seeds"]["0"]["test_loss"]
 
 

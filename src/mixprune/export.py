@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes_atomic
 from .errors import ConfigError, ModelFileError
 from .models import LeNet5, describe, example_input, kind, prunable, rebuild
 from .models.lenet5 import LAYERS, PAPER_INPUT
@@ -67,12 +68,26 @@ def _dense_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor
             for k, v in plain_state(model).items()}
 
 
+def write_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> int:
+    """A safetensors file written atomically, byte for byte the same for the same tensors and metadata: the
+    library writes metadata keys in a random order (a hash map), so the header's metadata is re-serialized
+    sorted, at the same length. Returns the file's size."""
+    blob = bytearray(save(state, metadata=metadata))
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > length:  # cannot happen (same content, other order); never write a broken file
+        raise ValueError(f"re-serialized safetensors header grew from {length} to {len(text)} bytes")
+    blob[8:8 + length] = text.ljust(length, b" ")
+    write_bytes_atomic(path, bytes(blob))
+    return path.stat().st_size
+
+
 def save_safetensors(model: nn.Module, path: Path, dtype: torch.dtype = torch.float32) -> int:
     """Write the model's weights (as the forward pass sees them) atomically; returns the file's size."""
     enc = {torch.float32: "fp32", torch.float16: "fp16"}[dtype]
-    with atomic_path(path) as tmp:
-        save_file(_dense_state(model, dtype), str(tmp), metadata=_metadata(model, enc))
-    return path.stat().st_size
+    return write_safetensors(_dense_state(model, dtype), path, _metadata(model, enc))
 
 
 SPARSE_VALUES = ("fp16", "int8")
@@ -110,9 +125,7 @@ def sparse_state(model: nn.Module, values: str = "fp16") -> dict[str, torch.Tens
 
 
 def save_sparse(model: nn.Module, path: Path, values: str = "fp16") -> int:
-    with atomic_path(path) as tmp:
-        save_file(sparse_state(model, values), str(tmp), metadata=_metadata(model, f"sparse-bitmask-{values}"))
-    return path.stat().st_size
+    return write_safetensors(sparse_state(model, values), path, _metadata(model, f"sparse-bitmask-{values}"))
 
 
 def gzip_size(path: Path) -> int:

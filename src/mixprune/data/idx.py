@@ -118,19 +118,38 @@ def locate(data_dir: str | Path | None = None, spec: IdxFiles = FASHION_MNIST) -
     raise DataError(f"{spec.torchvision} not found (looked in {places}); {spec.how_to_get()}")
 
 
-def read_bytes(path: Path) -> bytes:
-    """File contents, gunzipped when the file starts with the gzip magic number."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """File contents (at most `limit` bytes), gunzipped in a stream when the file starts with the gzip magic
+    number: a small file that inflates to gigabytes costs no more memory than `limit`."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            fh = gzip.GzipFile(fileobj=raw) if gz else raw
+            return fh.read(-1 if limit is None else limit)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip data ({exc}); delete it and fetch the "
                         "dataset again") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_idx(path: Path, magic: int, count: int, hw: tuple[int, int] | None, split: str = "") -> tuple[np.ndarray, bytes]:
+    """An IDX file whose header must promise `count` examples (of hw pixels): the header is checked against
+    that first, then exactly the promised bytes plus one are read (the one reveals trailing bytes), so
+    memory is bounded by what the dataset should hold, whatever the file claims or inflates to."""
+    header = 4 + 4 * (magic & 0xFF)
+    head = read_bytes(path, header)
+    if len(head) < header or struct.unpack(">I", head[:4])[0] != magic:
+        parse_idx(head, path, magic)  # raises the precise error (too short, wrong magic)
+    dims = struct.unpack(f">{magic & 0xFF}I", head[4:header])
+    if dims[0] != count:
+        raise DataError(f"{path}: holds {dims[0]} examples, expected {count}{f' for the {split} split' if split else ''}; "
+                        "are the files swapped or from another dataset?")
+    if hw is not None and tuple(dims[1:]) != tuple(hw):
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected {hw[0]}x{hw[1]}")
+    data = read_bytes(path, header + int(np.prod(dims, dtype=np.int64)) + 1)
+    return parse_idx(data, path, magic), data
 
 
 def parse_idx(data: bytes, path: Path, magic: int) -> np.ndarray:
@@ -148,21 +167,20 @@ def parse_idx(data: bytes, path: Path, magic: int) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise DataError(f"{path}: {what}: header promises {'x'.join(map(str, dims))} values "
+    if len(data) < expected:
+        raise DataError(f"{path}: truncated: header promises {'x'.join(map(str, dims))} values "
                         f"({expected} bytes), file has {len(data)} bytes")
+    if len(data) > expected:
+        raise DataError(f"{path}: has trailing bytes: header promises {'x'.join(map(str, dims))} values "
+                        f"({expected} bytes), the file holds more")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _load_split(paths: dict[str, Path], split: str, spec: IdxFiles, verify: bool) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for role, magic in ((f"{split}_images", IMAGE_MAGIC), (f"{split}_labels", LABEL_MAGIC)):
-        data = read_bytes(paths[role])
-        arr = parse_idx(data, paths[role], magic)
-        if arr.shape[0] != spec.counts[split]:
-            raise DataError(f"{paths[role]}: holds {arr.shape[0]} examples, expected {spec.counts[split]} "
-                            f"for the {split} split; are the files swapped or from another dataset?")
+        hw = spec.image_hw if magic == IMAGE_MAGIC else None
+        arr, data = read_idx(paths[role], magic, spec.counts[split], hw, split)
         if verify and spec.sha256:
             digest = hashlib.sha256(data).hexdigest()
             if digest != spec.sha256[role]:
@@ -171,9 +189,6 @@ def _load_split(paths: dict[str, Path], split: str, spec: IdxFiles, verify: bool
                                 f"{spec.torchvision}; fetch it again")
         out.append(arr)
     images, labels = out
-    if images.shape[1:] != spec.image_hw:
-        raise DataError(f"{paths[f'{split}_images']}: images are {images.shape[1]}x{images.shape[2]}, "
-                        f"expected {spec.image_hw[0]}x{spec.image_hw[1]}")
     if labels.max(initial=0) >= spec.num_classes:
         raise DataError(f"{paths[f'{split}_labels']}: label {int(labels.max())} is outside "
                         f"0-{spec.num_classes - 1}; the file is corrupt")
