@@ -89,6 +89,11 @@ def test_a_corrupt_cache_entry_is_retrained(ds, tmp_path):
     assert res["execution"]["reused_models"] == [] and _losses(res) == _losses(first)
     again = _run(ds, tmp_path / "c", cache_dir=str(cache))  # the entries were rebuilt
     assert len(again["execution"]["reused_models"]) == 4
+    from safetensors.torch import save_file
+    for weights in cache.glob("*/weights.safetensors"):  # readable, but weights of another shape
+        save_file({"conv1.weight": torch.zeros(3, 1, 5, 5)}, str(weights))
+    wrong = _run(ds, tmp_path / "d", cache_dir=str(cache))
+    assert wrong["execution"]["reused_models"] == [] and _losses(wrong) == _losses(first)
 
 
 def test_cv_folds_are_disjoint_and_cover_the_training_set(ds):

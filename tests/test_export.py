@@ -146,3 +146,32 @@ def test_the_same_model_writes_the_same_bytes(tmp_path):
             blobs.add((tmp_path / f"m{i}.safetensors").read_bytes())
         assert len(blobs) == 1
         assert load_model(tmp_path / "m0.safetensors") is not None
+
+
+@pytest.mark.parametrize("widths, match", [
+    ("[6, 16, 60000, 60000]", "describes a network of 3,6.* parameters, more than a file of"),
+    ("[6, 16, 120, 5000000]", "not sizes in 1..65536"),
+    ("[1e400, 16, 120, 84]", "not sizes in"), ("[-1, 16, 120, 84]", "not sizes in"), ("[6, 16, 120]", "needs 4 widths"),
+    ("[true, 16, 120, 84]", "not sizes in"), ('"many"', "not sizes in")])
+def test_crafted_widths_are_refused_before_anything_is_built(tmp_path, widths, match):
+    """The widths a file claims are checked against what the file can hold before a network is allocated (a
+    178 KB file claiming a 5,000,000-unit layer used to allocate 3.3 GB first)."""
+    path = tmp_path / "m.safetensors"
+    save_safetensors(LeNet5(), path)
+    from safetensors.torch import load_file
+    save_file(load_file(str(path)), str(path), metadata={"format": "mixprune.lenet5", "encoding": "fp32",
+                                                         "widths": widths, "dropout": "0.0"})
+    with pytest.raises(ModelFileError, match=match) as exc:
+        load_model(path)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_weights_that_are_not_floats_are_refused(tmp_path, dtype):
+    path = tmp_path / "m.safetensors"
+    model = LeNet5()
+    state = {k: v.to(dtype) for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "mixprune.lenet5", "encoding": "fp32", "widths": "[6, 16, 120, 84]",
+                                          "dropout": "0.0"})
+    with pytest.raises(ModelFileError, match="holds torch.(int64|bool|complex64) values"):
+        load_model(path)

@@ -157,6 +157,12 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="No space left on device"):
         write_text_atomic(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    from mixprune.export import save_safetensors, save_sparse
+    from mixprune.models import LeNet5
+    for save in (save_safetensors, save_sparse):  # model files: one line too (was a SafetensorError traceback)
+        with pytest.raises(OutputError, match="No space left on device"):
+            save(LeNet5(), tmp_path / "m.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
 def test_report_has_figures_and_a_self_contained_html(run):
@@ -168,3 +174,32 @@ def test_report_has_figures_and_a_self_contained_html(run):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5 and "<table>" in page  # incl. per-layer sparsity
     assert "http" not in page and "src='plots/" not in page  # nothing fetched from anywhere
+
+
+def test_earlier_results_are_never_silently_replaced(tmp_path):
+    """A finished --out is refused for another config (nothing of it changes), rerun for the same config, and
+    replaced whole with --overwrite: no file of the first run stays beside the second's."""
+    from mixprune.errors import OutputError
+    from .helpers import write_idx_set
+
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    out = tmp_path / "out"
+    first = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                           "bench.latency": False, "out": str(out)})
+    reproduce(first, dataset=ds)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert "baseline-seed0.int8.onnx" in before
+    other = with_overrides(first, {"bench.onnx": False})
+    with pytest.raises(OutputError, match="already holds another run .*--overwrite"):
+        reproduce(other, dataset=ds)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    again = reproduce(first, dataset=ds)  # the same config: run again in place (what a re-run after kill -9 does)
+    assert again["complete"] and (out / "models" / "baseline-seed0.int8.onnx").is_file()
+    replaced = reproduce(with_overrides(other, {"overwrite": True}), dataset=ds)
+    assert replaced["output_dir"] == str(out) and not list(out.rglob("*.onnx"))  # no stale file of the first run
+    assert load_config_file(out / "config.toml").bench.onnx is False
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary directory left
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"already holds other files \(notes.txt\)"):
+        reproduce(with_overrides(first, {"out": str(tmp_path / "stranger")}), dataset=ds)

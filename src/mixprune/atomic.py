@@ -71,6 +71,43 @@ def exclusive_dir(path: Path) -> Iterator[Path]:
         handle.close()  # closing releases the lock; the empty .lock file stays, harmlessly
 
 
+def swap_dirs(new: Path, target: Path) -> None:
+    """Put directory `new` in place of `target` and remove what was there: one atomic exchange of the two
+    names (Linux renameat2 RENAME_EXCHANGE) where the file system allows it, else two renames; `target`
+    never holds a mix of both."""
+    import ctypes
+    import shutil
+
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        exchanged = libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(target), rename_exchange) == 0
+        if exchanged:
+            os.rename(new, old)  # `new` now names the old run
+        else:
+            os.rename(target, old)
+            os.rename(new, target)
+    except (OSError, AttributeError) as exc:
+        raise OutputError(f"cannot replace {target} with the new run in {new}: {exc}; the new run is complete in "
+                          f"{new}") from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class TooLarge(ValueError):
+    """A file read as text holds more than its kind of file ever does."""
+
+
+def read_text_capped(path: Path, limit: int) -> str:
+    """A UTF-8 text file of at most `limit` bytes, read without ever holding more than limit + 1 bytes
+    (a symlink to /dev/zero, a huge file, ...): TooLarge beyond that; OSError and UnicodeDecodeError as usual."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{path} holds more than {limit:,} bytes")
+    return data.decode("utf-8")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

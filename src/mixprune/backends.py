@@ -26,10 +26,17 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
 import torch.multiprocessing as tmp
+
+from .errors import MixpruneError
+
+class WorkerDied(MixpruneError):
+    """A worker process ended without a result (killed from outside)."""
+
 
 _SHARED: Any = None
 _EVENTS: Any = None
@@ -115,7 +122,13 @@ def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, th
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    raise WorkerDied("a worker process died (killed by the out-of-memory killer or a signal); every "
+                                     "model finished so far is saved; run again with fewer --workers, a smaller "
+                                     "--batch-size or --train-subset") from None
+                yield result
         pool.shutdown(wait=True)
     except BaseException:
         # A failed task or Ctrl-C: stop the other workers now rather than letting them finish.

@@ -15,6 +15,7 @@ MACs come from torch.utils.flop_counter (dense and slimmed) and from nonzero wei
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -260,7 +261,8 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, 
     if not path.is_dir():
         raise ModelFileError(f"{path} is neither a model file nor a run directory")
     paths = RunPaths(path)
-    seeds = sorted({int(p.name.split("-seed")[1].split(".")[0]) for p in paths.models_dir.glob("*-seed*.safetensors")})
+    named = (re.fullmatch(r".+-seed(\d+)\.safetensors", p.name) for p in paths.models_dir.glob("*-seed*.safetensors"))
+    seeds = sorted({int(m.group(1)) for m in named if m})  # other files (a stray copy, say) are not models of a seed
     if not seeds:
         raise ModelFileError(f"{paths.models_dir} holds no model files; pass a directory written by `mixprune reproduce`")
     seed = seeds[0] if seed is None else seed

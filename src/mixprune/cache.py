@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_text_capped
 from .config import StudyConfig, to_dict
 from .models import kind
 from .variants import Design, mixup_on
@@ -98,6 +98,9 @@ def bench_key(cfg: StudyConfig) -> str:
     return hashlib.sha256(json.dumps([to_dict(cfg.bench), timing], sort_keys=True).encode()).hexdigest()[:8]
 
 
+MAX_ENTRY_JSON = 1 << 24  # an entry's history and metrics: kilobytes; 16 MiB is far beyond any real one
+
+
 class ModelCache:
     """A directory of entries <key>/ holding weights.safetensors + trained.json, and per measurement
     settings measured-<bench key>/ with metrics.json and the model's artifact files."""
@@ -115,18 +118,25 @@ class ModelCache:
             return
         try:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; entries are as readable as any output
-            fill(tmp)
+            try:
+                fill(tmp)
+            except (OSError, SafetensorError):  # a full disk: the entry is skipped, the run goes on
+                return
             with contextlib.suppress(OSError):
                 os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def drop(self, key: str) -> None:
+        """Remove an entry (and its measurements), e.g. one whose weights do not fit the network."""
+        shutil.rmtree(self.root / key, ignore_errors=True)
+
     def load_trained(self, key: str) -> tuple[dict[str, torch.Tensor], list[dict], dict] | None:
         entry = self.root / key
         try:
-            meta = json.loads((entry / "trained.json").read_text(encoding="utf-8"))
+            meta = json.loads(read_text_capped(entry / "trained.json", MAX_ENTRY_JSON))
             state = load_file(str(entry / "weights.safetensors"))
-        except (OSError, ValueError, KeyError, SafetensorError):  # absent or unreadable: train again
+        except (OSError, ValueError, KeyError, RecursionError, SafetensorError):  # absent or unreadable: train again
             if entry.is_dir():  # unreadable: drop it (measurements too), so the retrained model replaces it
                 shutil.rmtree(entry, ignore_errors=True)
             return None
@@ -143,9 +153,9 @@ class ModelCache:
         """Cached metrics of a model, after copying its artifact files to dest(suffix), e.g. 'fp16.safetensors'."""
         entry = self.root / key / f"measured-{bench}"
         try:
-            metrics = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))
+            metrics = json.loads(read_text_capped(entry / "metrics.json", MAX_ENTRY_JSON))
             files = {p.name: p for p in (entry / "files").iterdir()}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         for suffix, src in files.items():
             with atomic_path(dest(suffix)) as tmp:

@@ -15,9 +15,12 @@ traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -28,6 +31,7 @@ from .config import StudyConfig, flag_fields, load_config_file, with_overrides
 from .errors import ConfigError, MixpruneError
 
 err = Console(stderr=True)
+MAX_BENCH_BATCH, MAX_BENCH_SECONDS = 65_536, 60.0  # a bench measurement's largest batch and time budget
 out = Console()
 
 
@@ -53,10 +57,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f.metadata["flag"], **kw)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, where to read more) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mixprune", description="Lightweight CNNs from Mixup and pruning, "
+    p = OneLineParser(prog="mixprune", description="Lightweight CNNs from Mixup and pruning, "
                                 "measured honestly: the paper's study on FashionMNIST, or your network on your data.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     rep = sub.add_parser("reproduce", help="run the paper's four-model study (Baseline, Mixup, Pruned, "
                          "Mixup+Pruned) and write results.json, report.md, history.csv and model files",
                          description="Run the paper's study; defaults are the paper's settings.")
@@ -90,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     known = "; ".join(f"{n}: {s}" for n, s in describe().items())
     data = sub.add_parser("data", help="get or check a dataset's files")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=OneLineParser)
     dl = dsub.add_parser("download", help="download through torchvision (needs internet) and verify")
     dl.add_argument("directory", nargs="?", metavar="DIR", help="target directory [default: the user cache, "
                     "~/.cache/mixprune/NAME]")
@@ -103,13 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class RichObserver:
-    """Progress bars on stderr: one per model phase, epoch by epoch, with the test accuracy."""
+    """Progress bars on stderr: one per model phase, epoch by epoch, with the test accuracy. The display starts
+    with the first phase, so an error found before training (bad data, a model that cannot take the input)
+    is printed alone, without an empty progress display before it."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
         self.tasks: dict[tuple[str, int], TaskID] = {}  # (model, seed) -> bar; chains run side by side
 
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[RichObserver]:
+        """The observer, its display stopped at the end of the block if a phase started it."""
+        try:
+            yield self
+        finally:
+            if self.progress.live.is_started:
+                self.progress.stop()
+
     def phase_start(self, model: str, seed: int, epochs: int) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
         if (model, seed) in self.tasks:  # the same model of the next sweep cell: replace its bar
             self.progress.remove_task(self.tasks[(model, seed)])
         task = self.progress.add_task(f"seed {seed} {model}", total=max(epochs, 1), acc="")
@@ -158,8 +183,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .report import observations
 
     cfg = _base_config(args, ())
-    with _progress(transient=False) as progress:
-        results = reproduce(cfg, observer=RichObserver(progress))  # type: ignore[arg-type]
+    with RichObserver(_progress(transient=False)).shown() as observer:
+        results = reproduce(cfg, observer=observer)  # type: ignore[arg-type]
     out.print(summary_table(results))
     for line in observations(results):
         out.print(f"- {line}", markup=False, highlight=False)
@@ -213,8 +238,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError("mixprune sweep needs --grid FIELD=V1,V2 or --study NAME|FILE")
     base = _base_config(args, ("grid", "study"), default=study_cfg)
     out_dir = Path(base.out) if base.out else default_out_dir("sweep")
-    with _progress(transient=True) as progress:
-        summary = run_sweep(base, grid, out_dir, observer=RichObserver(progress))  # type: ignore[arg-type]
+    with RichObserver(_progress(transient=True)).shown() as observer:
+        summary = run_sweep(base, grid, out_dir, observer=observer)  # type: ignore[arg-type]
     out.print((out_dir / "sweep.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     done = sum(c["skipped"] for c in summary["cells"])
     failed = [c["name"] for c in summary["cells"] if "failed" in c]
@@ -226,15 +251,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_models, bench_targets
 
-    for label, values, lo in (("--batches", args.batches, 1), ("--threads", args.threads or [1], 1)):
-        if any(v < lo for v in values):
-            raise ConfigError(f"invalid {label}: every value must be >= {lo}, got {values}")
-    if not args.seconds > 0:
-        raise ConfigError(f"invalid --seconds: must be > 0, got {args.seconds}")
+    from .backends import available_cores
+
+    for label, values, hi in (("--batches", args.batches, MAX_BENCH_BATCH), ("--threads", args.threads or [1],
+                                                                             available_cores())):
+        if any(not 1 <= v <= hi for v in values):
+            raise ConfigError(f"invalid {label}: every value must be in 1..{hi}, got {values}")
+    if not 0 < args.seconds <= MAX_BENCH_SECONDS:  # also refuses inf and nan
+        raise ConfigError(f"invalid --seconds: must be > 0 and <= {MAX_BENCH_SECONDS:g}, got {args.seconds}")
     targets = bench_targets(Path(args.path), args.seed)
+    out_json = Path(args.path) / "bench.json" if Path(args.path).is_dir() else None
+    if out_json is not None and not os.access(out_json.parent, os.W_OK):
+        err.print(f"mixprune: note: {out_json.parent} is read-only; results are printed, not saved to bench.json",
+                  markup=False, highlight=False)
+        out_json = None
     result = bench_models(targets, tuple(args.batches), tuple(args.threads) if args.threads else None, args.seconds,
-                          out_json=Path(args.path) / "bench.json" if Path(args.path).is_dir() else None,
-                          arch=args.arch)
+                          out_json=out_json, arch=args.arch)
     for label, entry in result["models"].items():
         t = Table(title=f"{label}: median ms (IQR) per forward pass")
         cols = sorted({(r["threads"], r["batch"]) for r in entry["rows"]})
@@ -269,6 +301,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a C or ASCII locale cannot print "±": replace, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
     handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report,
                 "data": cmd_data}
@@ -276,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except MixpruneError as exc:
         err.print(f"mixprune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a path the system refuses (name too long, no permission, ...): one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"mixprune: error: {where}{exc.strerror or exc}; check the paths given on the command line",
+                  markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("mixprune: interrupted; every model finished so far is saved in the output directory",

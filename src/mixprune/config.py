@@ -24,6 +24,8 @@ import tomllib
 
 from .errors import ConfigError
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def opt(default: Any, help: str, flag: str | None = None, lo: float | None = None,
         hi: float | None = None, hi_open: bool = False, lo_open: bool = False,
@@ -69,6 +71,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TypeError("a finite number")
+        if abs(value) > FLOAT32_MAX:  # validated as float64, trained as float32: it would become inf there
+            raise TypeError(f"a number within float32's range (|x| <= {FLOAT32_MAX:.4g})")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -280,7 +284,11 @@ class StudyConfig(Checked):
                        choices=("local", "ray"))
     ray_address: str | None = opt(None, "address of an existing Ray cluster for --backend ray (e.g. ray://HOST:10001); "
                                   "default: start a local Ray instance", flag="--address")
-    out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>)", flag="--out")
+    out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>); one that holds anything but "
+                          "a run of the same config is refused (a run of the same config is run again, e.g. after an "
+                          "interruption)", flag="--out")
+    overwrite: bool = opt(False, "replace an --out that holds another run or other files: the new run is written beside "
+                          "it and swapped in whole when it completes; the old one stays until then", flag="--overwrite")
     cache_dir: str | None = opt(None, "directory of trained and measured models reused by any run whose settings "
                                 "for that model are identical (same data, training, seed, device, threads, "
                                 "versions); sweeps use OUT/cache", flag="--cache-dir")
@@ -299,7 +307,7 @@ class StudyConfig(Checked):
 SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
 # Top-level settings that say where outputs go and where tasks run, never what a run computes: not swept,
 # not part of a sweep cell's name, and not a difference between runs that a comparison reports.
-PLACEMENT_FIELDS = ("out", "cache_dir", "backend", "ray_address")
+PLACEMENT_FIELDS = ("out", "overwrite", "cache_dir", "backend", "ray_address")
 
 
 # Fields added after sweeps were first written, with their defaults: left out of a cell's identity while
@@ -349,20 +357,35 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
     return StudyConfig(**kwargs)
 
 
+MAX_TOML_BYTES = 1 << 20  # config and study files are a few hundred bytes; 1 MiB is far beyond any real one
+
+
+def read_toml(p: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A TOML file (parsed, never evaluated) of at most MAX_TOML_BYTES; ConfigError naming `what` (e.g.
+    'config file') otherwise, with `hint` added where the file cannot be read."""
+    from .atomic import TooLarge, read_text_capped
+
+    try:
+        text = read_text_capped(p, MAX_TOML_BYTES)
+    except TooLarge:
+        raise ConfigError(f"{what} {p} is larger than {MAX_TOML_BYTES:,} bytes: not a mixprune {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}{hint}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {p} is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {p} nests tables or arrays too deeply to be a mixprune {what}") from None
+
+
 def load_config_file(path: str | Path, base: StudyConfig | None = None) -> StudyConfig:
     """Parse a TOML config file (never evaluated) into a StudyConfig: its settings on top of `base` (a
     study file's settings, say), or of the paper's defaults."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {p} is not UTF-8 text") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    raw = read_toml(p, "config file")
     cfg = from_dict(raw, where=f"config file {p}")  # every setting checked against the defaults first
     if base is None:
         return cfg

@@ -180,17 +180,48 @@ def _check_description(desc: Any, path: Path) -> dict[str, Any]:
     if not isinstance(desc, dict) or not isinstance(desc.get("arch"), str):
         raise ModelFileError(f"{path}: architecture metadata is not a description of a model")
     shape, classes = desc.get("input_shape"), desc.get("num_classes")
-    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and 0 < v <= MAX_DIM for v in shape)
-            or not isinstance(classes, int) or not 0 < classes <= MAX_DIM):
-        raise ModelFileError(f"{path}: architecture metadata has input_shape {shape!r} and num_classes {classes!r}; "
-                             f"expected three sizes and a class count in 1..{MAX_DIM}")
+    if len(_sizes(shape, "input_shape", path)) != 3 or not _sizes([classes], "num_classes", path):
+        raise ModelFileError(f"{path}: architecture metadata has input_shape {shape!r}; expected three sizes")
     return desc
 
 
+def _sizes(values: Any, what: str, path: Path) -> tuple[int, ...]:
+    """Whole numbers in 1..MAX_DIM (widths, shapes, counts) from a file's metadata, or ModelFileError."""
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_DIM
+                                               for v in values):
+        raise ModelFileError(f"{path}: metadata {what} {values!r} are not sizes in 1..{MAX_DIM}")
+    return tuple(values)
+
+
+def _lenet_params(widths: tuple[int, ...], in_channels: int, classes: int, hw: tuple[int, int]) -> int:
+    """Parameters of a LeNet-5 of these widths and input, computed without building it."""
+    from .models.lenet5 import pooled_hw
+
+    c1, c2, h1, h2 = widths
+    ph, pw = pooled_hw(hw)
+    return (c1 * in_channels * 25 + c1 + c2 * c1 * 25 + c2 + h1 * c2 * max(ph, 0) * max(pw, 0) + h1 + h2 * h1 + h2
+            + classes * h2 + classes)
+
+
+def _check_size(params: int, path: Path) -> None:
+    """A file holds at least one bit per parameter it describes (a sparse bitmask): a description that
+    promises more than that is refused before anything is allocated."""
+    limit = 8 * path.stat().st_size + 4096
+    if params > limit:
+        raise ModelFileError(f"{path}: metadata describes a network of {params:,} parameters, more than a file of "
+                             f"{path.stat().st_size:,} bytes can hold; the file is corrupt or crafted")
+
+
 def _structure(meta: dict[str, str], path: Path, arch: str | None) -> nn.Module:
-    """The untrained network a file's metadata describes."""
+    """The untrained network a file's metadata describes, checked against the file's size first."""
     if meta.get("format", FORMAT) == GENERIC_FORMAT:
         desc = _check_description(json.loads(meta.get("architecture", "null")), path)
+        if desc["arch"] == "lenet5":
+            c, h, w = desc["input_shape"]
+            widths = _sizes(desc.get("widths"), "widths", path)
+            if len(widths) != 4:
+                raise ModelFileError(f"{path}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
+            _check_size(_lenet_params(widths, c, desc["num_classes"], (h, w)), path)
         if kind(desc["arch"]) == "python":
             raise ModelFileError(f"{path} holds a model given as Python code ({desc['arch']}); load it into your "
                                  "network: load_model(path, model=your_model)")
@@ -199,7 +230,10 @@ def _structure(meta: dict[str, str], path: Path, arch: str | None) -> nn.Module:
                                  f"when you name it: load_model(path, arch='{desc['arch']}') or --arch "
                                  f"{desc['arch']}")
         return rebuild(desc, arch_override=arch)
-    widths = tuple(int(w) for w in json.loads(meta.get("widths", "[6, 16, 120, 84]")))
+    widths = _sizes(json.loads(meta.get("widths", "[6, 16, 120, 84]")), "widths", path)
+    if len(widths) != 4:
+        raise ModelFileError(f"{path}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
+    _check_size(_lenet_params(widths, 1, 10, (28, 28)), path)
     return LeNet5(dropout=float(meta.get("dropout", "0.0")), widths=widths)  # type: ignore[arg-type]
 
 
@@ -213,7 +247,7 @@ def load_model(path: str | Path, arch: str | None = None, model: nn.Module | Non
     if model is None:
         try:
             model = _structure(meta, path, arch)
-        except (ValueError, TypeError, KeyError, ConfigError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError, ConfigError) as exc:
             raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if meta.get("encoding", "").startswith("sparse"):
@@ -228,6 +262,11 @@ def load_model(path: str | Path, arch: str | None = None, model: nn.Module | Non
         if state[k].shape != shape:
             raise ModelFileError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
     reference = model.state_dict()
+    for k, v in state.items():
+        if v.dtype.is_complex or (reference[k].is_floating_point() and not v.is_floating_point()):
+            raise ModelFileError(f"{path}: {k} holds {v.dtype} values where the network has {reference[k].dtype}; "
+                                 "mixprune files hold floating-point weights (fp32, fp16, or int8 with a scale in sparse "
+                                 "files)")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model.eval()
 

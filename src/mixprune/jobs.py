@@ -213,8 +213,8 @@ def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors
         todo = []
         for seed, name in level:
             hit = cache.load_trained(keys[(seed, name)]) if cache is not None and keys else None
-            if hit is not None:
-                trained = rebuild_trained(cfg, problem, *hit, data.train_x.device)
+            trained = _from_cache(cfg, problem, cache, keys[(seed, name)], hit, data) if hit else None
+            if trained is not None:
                 obs.phase_start(name, seed, len(trained.history))
                 for r in trained.history:  # progress displays see the (recorded) epochs of the reused model
                     obs.epoch_end(name, seed, r)
@@ -229,6 +229,17 @@ def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors
                                    trained.extra)
             done[at] = (trained, False)
     return [(seed, name, *done[(seed, name)]) for seed, names in chains for name in names]
+
+
+def _from_cache(cfg: StudyConfig, problem: Problem, cache: ModelCache, key: str, hit: tuple,
+                data: Tensors) -> Trained | None:
+    """A cached model, or None (and the entry dropped, so that the retrained model replaces it) where its
+    weights do not fit the network or its history is not readable."""
+    try:
+        return rebuild_trained(cfg, problem, *hit, data.train_x.device)
+    except (RuntimeError, TypeError, KeyError, ValueError):
+        cache.drop(key)
+        return None
 
 
 def rebuild_trained(cfg: StudyConfig, problem: Problem, state: dict[str, torch.Tensor], history: list[dict],

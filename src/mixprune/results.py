@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from .atomic import read_text_capped, write_text_atomic
 from .config import StudyConfig, to_dict
 from .errors import OutputError
 from .paths import RunPaths
@@ -79,7 +79,9 @@ def toml_text(cfg: StudyConfig) -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         if isinstance(v, float):
             return repr(v) if math.isfinite(v) else str(v)
-        return json.dumps(v)  # ints and strings: JSON's quoting is valid TOML
+        # ints and strings: JSON's quoting is valid TOML, as long as non-ASCII characters stay themselves (JSON's
+        # \\ud83d surrogate escapes for an emoji are not valid TOML)
+        return json.dumps(v, ensure_ascii=False)
     raw = to_dict(cfg)
     lines = ["# mixprune resolved config; reuse with: mixprune reproduce --config config.toml"]
     lines += [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, dict) and v is not None]
@@ -96,9 +98,15 @@ def class_names(results: dict[str, Any]) -> list[str]:
     return list(results.get("data", {}).get("classes") or FASHION_MNIST.classes)
 
 
+MAX_RESULTS_BYTES = 1 << 28  # 256 MiB: a results.json of hundreds of seeds holds a few MB
+
+
 def load_results(path: Path) -> dict[str, Any]:
-    """Read a results.json written by run_study (plain JSON, never executed)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a results.json written by run_study (plain JSON, never executed, at most MAX_RESULTS_BYTES)."""
+    try:
+        return json.loads(read_text_capped(Path(path), MAX_RESULTS_BYTES))
+    except RecursionError:
+        raise ValueError(f"{path} nests too deeply to be a results.json") from None
 
 
 def read_results(path: Path) -> dict[str, Any]:
@@ -107,14 +115,25 @@ def read_results(path: Path) -> dict[str, Any]:
         results = load_results(path)
     except FileNotFoundError:
         raise OutputError(f"{path} not found; pass the directory that `mixprune reproduce` wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OutputError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # not JSON, too large (TooLarge), or nested too deeply
+        raise OutputError(f"{path} is not a results.json mixprune can read ({exc})") from None
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
         found = results.get("schema_version") if isinstance(results, dict) else None
         raise OutputError(f"{path} has schema_version {found!r}; this mixprune reads {SCHEMA_VERSION}: re-run the "
                           "study with this version, or use the mixprune that wrote it")
+    from .variants import from_results
+
+    try:
+        names = from_results(results).names
+    except (TypeError, ValueError):
+        raise OutputError(f"{path}: its 'variants' table is not one mixprune writes; was the file edited?") from None
+    models = results.get("models")
+    missing = [n for n in names if not isinstance(models, dict) or not isinstance(models.get(n), dict)
+               or not isinstance(models[n].get("seeds"), dict)]
+    if missing:
+        raise OutputError(f"{path} lacks the results of {', '.join(missing)}; run the study again into a new --out")
     return results
 
 

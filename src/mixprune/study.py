@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_path, ensure_dir, exclusive_dir, write_text_atomic
+from .atomic import atomic_path, ensure_dir, exclusive_dir, swap_dirs, write_text_atomic
 from .audit import audit_claims, paper_setting
 from .backends import available_cores, run_tasks
 from .cache import ModelCache, bench_key, data_fingerprint, model_key
-from .config import StudyConfig, to_dict, with_overrides
+from .config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, with_overrides
 from .data import Dataset, load_dataset
 from .engine import EpochRecord, Tensors, generator, resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .export import load_model
 from .jobs import Chain, Problem, Trained, by_depth, on_device, prepare_tensors, rebuild_trained, run_chains
 from .machine import environment
@@ -134,11 +135,21 @@ def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
     return dataclasses.replace(problem, stateless=stateless(model))
 
 
+def preflight(cfg: StudyConfig, dataset: Dataset | None = None) -> None:
+    """Everything run_study checks before it creates its output directory (the data, the network and what it
+    can do), without running anything: a sweep checks every cell this way before it creates OUT."""
+    ds = prepare_dataset(cfg, dataset)
+    _checked_problem(cfg, Problem(ds.shape, ds.num_classes))
+
+
 def prepare_dataset(cfg: StudyConfig, dataset: Dataset | None) -> Dataset:
     """The configured dataset (or the caller's), resized, subset and cross-validation split as cfg says."""
     ds = load_dataset(cfg.data) if dataset is None else dataset.resized(cfg.data.image_size)
     ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset)
     if cfg.data.cv_fold >= 0:  # the held-out fold replaces the test split
+        if len(ds.train_y) < 2 * cfg.data.cv_folds:
+            raise ConfigError(f"--cv-folds {cfg.data.cv_folds} needs at least {2 * cfg.data.cv_folds} training images "
+                              f"(two per fold), got {len(ds.train_y)}; use more images (--train-subset) or fewer folds")
         ds = ds.cv_split(cfg.data.cv_fold, cfg.data.cv_folds)
     return ds
 
@@ -150,6 +161,9 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     variants."""
     obs = observer or Observer()
     device = resolve_device(cfg.device)
+    if cfg.backend == "local" and cfg.threads > available_cores():
+        raise ConfigError(f"invalid --threads {cfg.threads}: this machine has {available_cores()} cores (more threads "
+                          "than cores only slows training down); use at most that, or 0 for the default")
     ds = prepare_dataset(cfg, dataset)
     factory = None
     if model is not None:
@@ -158,9 +172,45 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     kind(cfg.model.arch)
     problem = _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory))
     data = prepare_tensors(ds, device)
-    paths = RunPaths(Path(out_dir or cfg.out or default_out_dir()))  # created only once the data and model are good
-    with exclusive_dir(paths.root):
-        return _run_locked(cfg, ds, data, device, paths, obs, problem, design or Design())
+    root = Path(out_dir or cfg.out or default_out_dir())  # created only once the data and model are good
+    with exclusive_dir(root):
+        if not _claim(root, cfg):
+            return _run_locked(cfg, ds, data, device, RunPaths(root), obs, problem, design or Design(), root)
+        fresh = Path(tempfile.mkdtemp(prefix=f".{root.name}.new-", dir=root.parent))
+        with exclusive_dir(fresh):
+            results = _run_locked(cfg, ds, data, device, RunPaths(fresh), obs, problem, design or Design(), root)
+        swap_dirs(fresh, root)
+        return results
+
+
+def _claim(root: Path, cfg: StudyConfig) -> bool:
+    """Whether the run must be written beside `root` and swapped in (--overwrite of a directory that holds
+    something). Refuses (OutputError) a directory that holds anything but a run of the same config: its
+    files would be replaced or mixed with this run's."""
+    held = sorted(p.name for p in root.iterdir() if p.name != ".lock")
+    if not held:
+        return False
+    same = False
+    if RunPaths(root).config_toml.is_file():
+        try:
+            earlier = load_config_file(RunPaths(root).config_toml)
+            same = _what_it_computes(earlier) == _what_it_computes(cfg)
+        except ConfigError:
+            same = False
+    if same:
+        return False  # the same run again (e.g. after an interruption): it rewrites the same files
+    if cfg.overwrite:
+        return True
+    if "config.toml" in held:
+        what = "another run (its config.toml differs)"
+    else:
+        what = f"other files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+    raise OutputError(f"--out {root} already holds {what}; choose a new --out, or pass --overwrite to replace it "
+                      "(the old contents stay until the new run completes)")
+
+
+def _what_it_computes(cfg: StudyConfig) -> dict[str, Any]:
+    return {k: v for k, v in to_dict(cfg).items() if k not in PLACEMENT_FIELDS}
 
 
 def _data_record(cfg: StudyConfig, ds: Dataset, device: torch.device) -> dict[str, Any]:
@@ -178,7 +228,7 @@ def _data_record(cfg: StudyConfig, ds: Dataset, device: torch.device) -> dict[st
 
 
 def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.device, paths: RunPaths, obs: Observer,
-                problem: Problem, design: Design) -> dict[str, Any]:
+                problem: Problem, design: Design, output_dir: Path) -> dict[str, Any]:
     ensure_dir(paths.models_dir)
     write_text_atomic(paths.config_toml, toml_text(cfg))
     cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir else None
@@ -191,7 +241,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     tasks: list[Task] = [(cfg, problem, design, group, fingerprint) for group in groups]
     note = (f"alpha 0 turns Mixup off: {' and '.join(design.label(n) for n in twins)} are "
             f"{' and '.join(design.label(n) for n in twins.values())}, trained and measured once") if twins else None
-    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(paths.root),
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(output_dir),
                                "config": to_dict(cfg), "environment": environment(device),
                                "execution": {"backend": cfg.backend, "workers": workers, "threads_per_worker": threads,
                                              "stacked_chains": [len(t[3]) for t in tasks if len(t[3]) > 1],  # per stack

@@ -67,6 +67,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+MAX_LABEL = 120  # characters of a cell directory's readable part
 STUDIES = Path(__file__).with_name("studies")  # bundled study files: `--study NAME`
 
 
@@ -77,18 +78,10 @@ def bundled_studies() -> list[str]:
 def load_study(name_or_path: str) -> tuple[StudyConfig, dict[str, list[Any]]]:
     """A study file: TOML with the config's fields and a [grid] table of "section.field" = [values].
     A bundled study is named without a path (see bundled_studies()). Parsed, never evaluated."""
-    import tomllib
-
-    from .config import from_dict
+    from .config import from_dict, read_toml
 
     path = STUDIES / f"{name_or_path}.toml" if name_or_path in bundled_studies() else Path(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--study {name_or_path}: cannot read {path} ({exc.strerror or exc}); bundled studies: "
-                          f"{', '.join(bundled_studies())}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--study {name_or_path}: {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "study file", f"; bundled studies: {', '.join(bundled_studies())}")
     grid_raw = raw.pop("grid", {})
     if not isinstance(grid_raw, dict):
         raise ConfigError(f"--study {name_or_path}: [grid] must be a table of \"section.field\" = [values]")
@@ -107,7 +100,9 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
     for combo in itertools.product(*grid.values()):
         overrides = dict(zip(grid, combo))
         cfg = with_overrides(base, {**overrides, "out": None})
-        label = "_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base"
+        # the label says what the cell is; the digest is its identity, so a long label is cut (directory names
+        # have at most 255 bytes on common file systems)
+        label = ("_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base")[:MAX_LABEL]
         ident = {k: v for k, v in identity(cfg).items() if k not in PLACEMENT_FIELDS}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
         out.append((f"{label}-{digest}".replace("/", "-"), cfg))
@@ -118,7 +113,19 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
               observer: Any = None) -> dict[str, Any]:
     """Run every cell not yet complete under out/runs/; write out/sweep.json and out/sweep.md; return the former.
     A second sweep into the same directory is refused while this one runs (a lock on `out`)."""
+    from .study import preflight
+
     todo = cells(base, grid)
+    if dataset is None and not any(k.startswith("data.") for k in grid):
+        from .data import load_dataset
+
+        dataset = load_dataset(base.data)  # once for every cell
+    checked = set()
+    for _, cfg in todo:  # bad data or a network that cannot run fails here, before OUT is created
+        what = json.dumps([to_dict(cfg.data), to_dict(cfg.model), cfg.prune.method], sort_keys=True)
+        if what not in checked:
+            preflight(cfg, dataset)
+            checked.add(what)
     with exclusive_dir(out):
         return _run_cells(base, grid, todo, out, dataset, observer)
 

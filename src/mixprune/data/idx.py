@@ -89,7 +89,11 @@ def candidate_dirs(data_dir: str | Path | None = None, name: str = "fashion-mnis
     """Where to look, in order: --data-dir, $MIXPRUNE_DATA, the user cache, the system package's dir."""
     dirs = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get(ENV_VAR):
-        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+        env = Path(os.environ[ENV_VAR]).expanduser()
+        if not env.is_dir():  # as --data-dir: a wrong setting is said, not silently passed over
+            raise DataError(f"${ENV_VAR}={os.environ[ENV_VAR]} is not a directory; point it at the directory that "
+                            "holds the dataset's files, or unset it")
+        dirs.append(env)
     return dirs + [user_cache_dir(name)] + ([system_dir] if system_dir else [])
 
 

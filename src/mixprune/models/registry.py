@@ -147,8 +147,9 @@ def check_input(model: nn.Module, arch: str, input_shape: tuple[int, int, int], 
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int,
-                generator: torch.Generator | None = None, dropout: float = 0.0) -> nn.Module:
-    """A freshly initialised network for inputs of input_shape (C, H, W) and num_classes outputs."""
+                generator: torch.Generator | None = None, dropout: float = 0.0, check: bool = True) -> nn.Module:
+    """A freshly initialised network for inputs of input_shape (C, H, W) and num_classes outputs; `check`
+    runs it once on example inputs (off when rebuilding a file's network, whose input may be large)."""
     c, h, w = input_shape
     k = kind(arch)
     if dropout and k != LENET:
@@ -170,7 +171,8 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int,
             model = builders[k](name, c, num_classes)
         model.input_shape = (c, h, w)
     model.arch, model.output_classes = arch, num_classes
-    check_input(model, arch, (c, h, w), num_classes)
+    if check:
+        check_input(model, arch, (c, h, w), num_classes)
     return model
 
 
@@ -224,4 +226,4 @@ def rebuild(desc: dict[str, Any], arch_override: str | None = None) -> nn.Module
     if arch == LENET:
         return LeNet5(dropout=float(desc.get("dropout", 0.0)), widths=tuple(int(v) for v in desc["widths"]),  # type: ignore[arg-type]
                       in_channels=c, num_classes=int(desc["num_classes"]), input_hw=(h, w))
-    return build_model(arch_override or arch, (c, h, w), int(desc["num_classes"]))
+    return build_model(arch_override or arch, (c, h, w), int(desc["num_classes"]), check=False)

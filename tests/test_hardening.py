@@ -1,0 +1,181 @@
+"""Hardening II: every input a user can get wrong ends in one line and exit 2, without a traceback and
+without an output directory; nothing crafted or out of range gets far enough to do harm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixprune import StudyConfig, load_config_file, load_fashion_mnist, reproduce
+from mixprune.cli import main
+from mixprune.config import with_overrides
+from mixprune.errors import ConfigError, MixpruneError
+
+from .helpers import TINY, write_idx_set
+
+
+def one_line_exit_2(capsys, argv: list[str]) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # exactly one line: no traceback, and no empty line before it (a progress display that never showed)
+    assert err.startswith("mixprune") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_floats_beyond_float32_are_refused(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="float32's range"):
+        with_overrides(StudyConfig(), {"train.lr": 1e39})
+    out = tmp_path / "o"
+    for flag in ("--lr", "--finetune-lr", "--weight-decay"):
+        assert "float32's range" in one_line_exit_2(capsys, ["reproduce", flag, "3.5e38", "--out", str(out)])
+    assert not out.exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert "argument --epochs: invalid int value" in one_line_exit_2(capsys, ["reproduce", "--epochs", "x"])
+    assert "unrecognized arguments: --no-such-flag (see `mixprune --help`)" in one_line_exit_2(
+        capsys, ["reproduce", "--no-such-flag"])
+    one_line_exit_2(capsys, ["frobnicate"])
+
+
+def test_an_error_found_after_the_run_started_is_one_line_too(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert "at least 16x16" in one_line_exit_2(capsys, ["reproduce", "--dataset", "digits", "--out", str(out)])
+    assert not out.exists()
+
+
+def test_more_threads_than_cores_are_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert "cores" in one_line_exit_2(capsys, ["reproduce", "--threads", "1000", "--out", str(out)])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "missing"])
+def test_mixprune_data_must_be_a_directory(tmp_path, monkeypatch, capsys, kind):
+    target = tmp_path / "f"
+    if kind == "file":
+        target.write_text("x")
+    monkeypatch.setenv("MIXPRUNE_DATA", str(target))
+    assert "MIXPRUNE_DATA" in one_line_exit_2(capsys, ["data", "check"])
+
+
+def test_paths_the_system_refuses_are_one_line(tmp_path, capsys):
+    long = str(tmp_path / ("x" * 300))
+    one_line_exit_2(capsys, ["data", "check", "--data-dir", long])
+    one_line_exit_2(capsys, ["report", long])
+    one_line_exit_2(capsys, ["bench", long])
+
+
+def test_too_few_images_for_cross_validation(tmp_path):
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    cfg = with_overrides(StudyConfig(), {"data.train_subset": 4, "data.cv_fold": 0, "data.cv_folds": 5,
+                                         "out": str(tmp_path / "o")})
+    with pytest.raises(ConfigError, match="needs at least 10 training images"):
+        reproduce(cfg, dataset=ds)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_bounds_its_inputs(tmp_path, capsys):
+    f = tmp_path / "m.safetensors"
+    for args, match in ((["--seconds", "inf"], "--seconds"), (["--seconds", "nan"], "--seconds"),
+                        (["--batches", "1000000000"], "--batches"), (["--threads", "100000"], "--threads")):
+        assert match in one_line_exit_2(capsys, ["bench", str(f), *args])
+
+
+def test_a_non_ascii_out_writes_a_config_that_runs_again(tmp_path):
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    out = tmp_path / "run-\U0001F600-ü"
+    cfg = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 0, "prune.finetune_epochs": 0, "workers": 1,
+                                         "bench.latency": False, "bench.onnx": False, "out": str(out)})
+    reproduce(cfg, dataset=ds)
+    assert load_config_file(out / "config.toml") == cfg
+
+
+def test_a_report_over_a_run_that_lacks_a_variant(tmp_path, capsys):
+    import json
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    cfg = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 0, "prune.finetune_epochs": 0, "workers": 1,
+                                         "bench.latency": False, "bench.onnx": False})
+    for name in ("a", "b"):
+        reproduce(with_overrides(cfg, {"out": str(tmp_path / "runs" / name)}), dataset=ds)
+    path = tmp_path / "runs" / "a" / "results.json"
+    results = json.loads(path.read_text())
+    del results["models"]["mixup"]
+    path.write_text(json.dumps(results))
+    assert "lacks the results of mixup" in one_line_exit_2(capsys, ["report", str(tmp_path / "runs" / "a")])
+    assert main(["report", str(tmp_path / "runs")]) == 0  # a report over runs leaves the broken one out
+    assert "1 complete runs" in (tmp_path / "runs" / "report.md").read_text()
+
+
+def _die(shared, task, observer):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_is_one_clear_error():
+    from mixprune.backends import WorkerDied, run_tasks
+
+    with pytest.raises(WorkerDied, match="a worker process died .*fewer --workers"):
+        list(run_tasks(_die, [1, 2], None, workers=2, threads=1, observer=None))
+    assert issubclass(WorkerDied, MixpruneError)
+
+
+@pytest.mark.realdata
+def test_an_ascii_locale_prints_without_crashing(tmp_path, real_data_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8", "PYTHONIOENCODING"))}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    res = subprocess.run([sys.executable, "-m", "mixprune", "reproduce", "--data-dir", str(real_data_dir),
+                          "--train-subset", "300", "--test-subset", "100", "--epochs", "1", "--finetune-epochs", "1",
+                          "--seeds", "0", "1", "--workers", "1", "--no-latency", "--no-onnx", "--out",
+                          str(tmp_path / "o")], capture_output=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert b"Done." in res.stderr and b"Traceback" not in res.stderr
+    assert Path(tmp_path / "o" / "report.md").is_file()
+
+
+def test_a_sweep_with_bad_input_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    one_line_exit_2(capsys, ["sweep", "--grid", "mixup.alpha=0.2,1.0", "--data-dir", str(tmp_path / "nothing"),
+                             "--out", str(out)])
+    assert "at least 16x16" in one_line_exit_2(capsys, ["sweep", "--grid", "mixup.alpha=0.2,1.0", "--dataset",
+                                                         "digits", "--out", str(out)])
+    assert "structured" in one_line_exit_2(capsys, ["sweep", "--grid", "prune.method=unstructured,structured",
+                                                     "--dataset", "digits", "--arch", "torchvision:resnet18",
+                                                     "--out", str(out)])
+    assert not out.exists()
+
+
+def test_long_grids_give_cell_names_a_file_system_accepts():
+    from mixprune.sweep import cells, parse_grid
+
+    grid = parse_grid(["train.epochs=1", "train.batch_size=64", "train.lr=0.01", "train.momentum=0.5",
+                       "train.weight_decay=0.0001", "train.lr_decay_epoch=1", "train.lr_decay_factor=0.5",
+                       "mixup.alpha=0.123456789", "prune.conv_amount=0.123456789", "prune.fc_amount=0.987654321,0.5"])
+    names = [name for name, _ in cells(StudyConfig(), grid)]
+    assert len(names) == 2 and len(set(names)) == 2 and all(len(n.encode()) <= 255 for n in names)
+
+
+def test_text_files_are_read_with_a_cap(tmp_path, capsys):
+    """--config /dev/zero, a results.json that is a link to /dev/zero, deeply nested TOML or JSON: one line each."""
+    out = tmp_path / "o"
+    assert "larger than" in one_line_exit_2(capsys, ["reproduce", "--config", "/dev/zero", "--out", str(out)])
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "nests" in one_line_exit_2(capsys, ["reproduce", "--config", str(deep), "--out", str(out)])
+    assert "nests" in one_line_exit_2(capsys, ["sweep", "--study", str(deep), "--out", str(out)])
+    assert not out.exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").symlink_to("/dev/zero")
+    assert "results.json" in one_line_exit_2(capsys, ["report", str(run)])
+    (run / "results.json").unlink()
+    (run / "results.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "nests too deeply" in one_line_exit_2(capsys, ["report", str(run)])
