@@ -53,10 +53,14 @@ def test_an_error_found_after_the_run_started_is_one_line_too(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_more_threads_than_cores_are_refused(tmp_path, capsys):
+def test_threads_are_bounded_and_more_than_the_cores_warned(tmp_path, capsys):
+    from mixprune.cli import _base_config, build_parser
+
     out = tmp_path / "o"
-    assert "cores" in one_line_exit_2(capsys, ["reproduce", "--threads", "1000", "--out", str(out)])
+    assert "--threads" in one_line_exit_2(capsys, ["reproduce", "--threads", "1000", "--out", str(out)])
     assert not out.exists()
+    cfg = _base_config(build_parser().parse_args(["reproduce", "--threads", "200"]), ())
+    assert cfg.threads == 200 and "warning: --threads 200 is more than this machine's" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["file", "missing"])

@@ -282,12 +282,10 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, 
 
 
 def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[int, ...], threads: tuple[int, ...] | None,
-                 min_run_time: float, out_json: Path | None = None, arch: str | None = None) -> dict[str, Any]:
-    """bench_model for every target; written atomically to out_json when given."""
-    import json
+                 min_run_time: float, arch: str | None = None) -> dict[str, Any]:
+    """bench_model for every target (the CLI prints it, then saves it as bench.json)."""
     import platform
 
-    from .atomic import write_text_atomic
     from .export import load_model
 
     result: dict[str, Any] = {"machine": {"processor": platform.processor() or platform.machine(),
@@ -297,6 +295,4 @@ def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[in
         rows, lines, macs = bench_model(load_model(model_path, arch), batches, threads, min_run_time,
                                         int8_path=int8_path)
         result["models"][label] = {"file": str(model_path), "rows": rows, "verdicts": lines, "macs": macs}
-    if out_json is not None:
-        write_text_atomic(out_json, json.dumps(result, indent=1))
     return result

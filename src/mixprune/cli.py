@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import typing
@@ -224,8 +225,15 @@ def _progress(transient: bool) -> Progress:
 
 def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: StudyConfig | None = None) -> StudyConfig:
     """The paper's settings, then `default` (a study file's), then --config FILE, then the flags given."""
+    from .backends import available_cores
+
     cfg = load_config_file(args.config, base=default) if args.config else (default or StudyConfig())
-    return with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
+    cfg = with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
+    if cfg.backend == "local" and cfg.threads > available_cores():
+        err.print(f"mixprune: warning: --threads {cfg.threads} is more than this machine's {available_cores()} cores; "
+                  "training will be slower (results depend on the thread count, which is recorded)",
+                  markup=False, highlight=False, soft_wrap=True)
+    return cfg
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -266,7 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   markup=False, highlight=False)
         out_json = None
     result = bench_models(targets, tuple(args.batches), tuple(args.threads) if args.threads else None, args.seconds,
-                          out_json=out_json, arch=args.arch)
+                          arch=args.arch)
     for label, entry in result["models"].items():
         t = Table(title=f"{label}: median ms (IQR) per forward pass")
         cols = sorted({(r["threads"], r["batch"]) for r in entry["rows"]})
@@ -282,6 +290,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   f"slimmed {entry['macs']['slimmed']:,}", highlight=False)
         for line in entry["verdicts"]:
             out.print(f"- {line}", markup=False, highlight=False)
+    if out_json is not None:  # after printing: what was measured is shown even where it cannot be saved
+        from .atomic import write_text_atomic
+
+        write_text_atomic(out_json, json.dumps(result, indent=1))
     return 0
 
 

@@ -25,6 +25,7 @@ import tomllib
 from .errors import ConfigError
 
 FLOAT32_MAX = 3.4028234663852886e38
+MAX_THREADS = 256  # threads per worker: far beyond any CPU this runs on, far below what makes torch misbehave
 
 
 def opt(default: Any, help: str, flag: str | None = None, lo: float | None = None,
@@ -278,7 +279,8 @@ class StudyConfig(Checked):
     workers: int = opt(0, "worker processes training independent models at once (0 = one per CPU core, "
                        "at most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0)
     threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
-                       "recorded", flag="--threads", lo=0)
+                       "recorded; more than the machine's cores only slows training (the CLI warns)", flag="--threads",
+                       lo=0, hi=MAX_THREADS)
     backend: str = opt("local", "where training tasks run: local (this machine: processes over its cores) or ray "
                        "(Ray tasks: a local Ray instance, or the cluster at --address)", flag="--backend",
                        choices=("local", "ray"))

@@ -115,7 +115,9 @@ def read_results(path: Path) -> dict[str, Any]:
         results = load_results(path)
     except FileNotFoundError:
         raise OutputError(f"{path} not found; pass the directory that `mixprune reproduce` wrote") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # not JSON, too large (TooLarge), or nested too deeply
+    except json.JSONDecodeError as exc:
+        raise OutputError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # too large (TooLarge), nested too deeply, not UTF-8
         raise OutputError(f"{path} is not a results.json mixprune can read ({exc})") from None
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None

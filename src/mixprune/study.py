@@ -161,9 +161,6 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     variants."""
     obs = observer or Observer()
     device = resolve_device(cfg.device)
-    if cfg.backend == "local" and cfg.threads > available_cores():
-        raise ConfigError(f"invalid --threads {cfg.threads}: this machine has {available_cores()} cores (more threads "
-                          "than cores only slows training down); use at most that, or 0 for the default")
     ds = prepare_dataset(cfg, dataset)
     factory = None
     if model is not None:
