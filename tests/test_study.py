@@ -203,3 +203,32 @@ def test_earlier_results_are_never_silently_replaced(tmp_path):
     (tmp_path / "stranger" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match=r"already holds other files \(notes.txt\)"):
         reproduce(with_overrides(first, {"out": str(tmp_path / "stranger")}), dataset=ds)
+
+
+def test_a_run_of_the_same_config_resumes_what_was_finished(tmp_path):
+    """Run again into its own --out (after kill -9, say), a run keeps every model it finished, with its files and
+    history, and trains only the rest; the numbers are those of an uninterrupted run."""
+    import json
+    from .helpers import write_idx_set
+
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    out = tmp_path / "out"
+    cfg = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                         "bench.latency": False, "bench.onnx": False, "out": str(out)})
+    full = reproduce(cfg, dataset=ds)
+    history = (out / "history.csv").read_text()
+    cut = json.loads((out / "results.json").read_text())  # as if killed after seed 0's models
+    cut["complete"] = False
+    for entry in cut["models"].values():
+        del entry["seeds"]["1"]
+    (out / "results.json").write_text(json.dumps(cut))
+    again = reproduce(cfg, dataset=ds)
+    assert sorted(again["execution"]["resumed_models"]) == sorted(f"{n}-seed0" for n in NAMES)
+    for name in NAMES:
+        assert again["models"][name]["seeds"]["0"] == full["models"][name]["seeds"]["0"]  # kept as it was
+        for key in ("test_accuracy", "test_loss", "per_class_f1", "size_bytes_sparse", "gzip_bytes_fp32"):
+            assert again["models"][name]["seeds"]["1"][key] == full["models"][name]["seeds"]["1"][key], (name, key)
+
+    def without_seconds(text: str) -> list[str]:
+        return [line.rsplit(",", 1)[0] for line in text.splitlines()]
+    assert without_seconds((out / "history.csv").read_text()) == without_seconds(history)  # same rows, same order

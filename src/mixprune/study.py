@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path, ensure_dir, exclusive_dir, swap_dirs, write_text_atomic
+from .atomic import atomic_path, ensure_dir, exclusive_dir, read_text_capped, swap_dirs, write_text_atomic
 from .audit import audit_claims, paper_setting
 from .backends import available_cores, run_tasks
 from .cache import ModelCache, bench_key, data_fingerprint, model_key
@@ -233,7 +233,11 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                    if cache else None)
     twins = design.twins(cfg)  # alpha 0 (and no dropout): B and D are A and C, bit for bit; train once
     chains = [(seed, names) for seed in cfg.seeds for names in design.chains() if not all(n in twins for n in names)]
-    workers, threads = plan_workers(cfg, device, len(chains), in_process=problem.factory is not None)
+    finished, kept_rows = _finished_earlier(cfg, paths)  # a run of this config interrupted here: what it finished
+    resumed = [c for c in chains if all((c[0], n) in finished for n in c[1] + tuple(t for t, src in twins.items()
+                                                                                    if src in c[1]))]
+    chains = [c for c in chains if c not in resumed]
+    workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=problem.factory is not None)
     groups = group_chains(chains, workers, stacking(cfg, device, problem))
     tasks: list[Task] = [(cfg, problem, design, group, fingerprint) for group in groups]
     note = (f"alpha 0 turns Mixup off: {' and '.join(design.label(n) for n in twins)} are "
@@ -249,6 +253,12 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                                "models": {n: {"seeds": {}, "summary": {}} for n in design.names}}
     if problem.factory is not None:
         results["execution"]["in_process"] = "the model is Python code: trained in this process"
+    resumed_models = [(seed, n) for seed, names in resumed for n in names + tuple(t for t, src in twins.items()
+                                                                                 if src in names)]
+    for seed, name in resumed_models:
+        record(results, name, seed, finished[(seed, name)])
+    results["execution"]["resumed_models"] = [f"{name}-seed{seed}" for seed, name in resumed_models]
+    kept_rows = [r for r in kept_rows if (int(r["seed"]), r["model"]) in set(resumed_models)]
     trained: dict[tuple[int, str], Trained] = {}
     fresh: dict[tuple[int, str], str | None] = {}  # models measured by this run (not the cache's) -> cache key
     bench = bench_key(cfg)
@@ -275,7 +285,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
             obs.model_done(name, seed, results["models"][name]["seeds"][str(seed)])
             for twin in (n for n, src in twins.items() if src == name):
                 _mirror(results, trained, paths, seed, name, twin)
-        _write(results, trained, paths, order)
+        _write(results, trained, paths, order, kept_rows)
     results["execution"]["train_wall_seconds"] = time.perf_counter() - start
     if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
         for (seed, name) in sorted(fresh, key=lambda k: (k[0], order[k[1]])):
@@ -289,7 +299,7 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                 cache.save_measured(key, bench, results["models"][name]["seeds"][str(seed)], paths.model_files(name, seed))
     results["claims"] = audit_claims(results) if paper_setting(results) else []
     results["complete"] = True  # a sweep skips this run when it meets it again
-    _write(results, trained, paths, order)
+    _write(results, trained, paths, order, kept_rows)
     return results
 
 
@@ -315,8 +325,38 @@ def _mirror(results: dict[str, Any], trained: dict[tuple[int, str], Trained], pa
 
 
 def _write(results: dict[str, Any], trained: dict[tuple[int, str], Trained], paths: RunPaths,
-           order: dict[str, int]) -> None:
-    rows = [{"model": name, "seed": seed, **r.as_dict()}
-            for (seed, name), t in sorted(trained.items(), key=lambda kv: (kv[0][0], order[kv[0][1]]))
-            for r in t.history]
+           order: dict[str, int], kept_rows: list[dict[str, Any]]) -> None:
+    rows = kept_rows + [{"model": name, "seed": seed, **r.as_dict()} for (seed, name), t in trained.items()
+                        for r in t.history]
+    rows.sort(key=lambda r: (int(r["seed"]), order[r["model"]]))  # stable: each model's epochs stay in order
     write_results(results, rows, paths)
+
+
+def _finished_earlier(cfg: StudyConfig, paths: RunPaths) -> tuple[dict[tuple[int, str], dict], list[dict[str, Any]]]:
+    """What an earlier run of this same config in this directory finished (it was interrupted, or it is run
+    again): per (seed, variant) its metrics, where every file it recorded is still there and, when latency
+    is measured, it was; and the history.csv rows. Empty when there is none."""
+    import csv
+
+    from .results import load_results
+
+    try:
+        earlier = load_results(paths.results_json) if paths.results_json.is_file() else None
+    except (OSError, ValueError):
+        return {}, []
+    if (not isinstance(earlier, dict) or earlier.get("schema_version") != SCHEMA_VERSION
+            or not isinstance(earlier.get("config"), dict)
+            or {k: v for k, v in earlier["config"].items() if k not in PLACEMENT_FIELDS} != _what_it_computes(cfg)):
+        return {}, []
+    finished = {}
+    for name, entry in (earlier.get("models") or {}).items():
+        for seed, metrics in (entry.get("seeds") or {}).items() if isinstance(entry, dict) else ():
+            files = paths.model_files(name, int(seed))
+            if (isinstance(metrics, dict) and "size_bytes_fp32" in metrics and "safetensors" in files
+                    and (not cfg.bench.latency or "latency_ms_batch1" in metrics)):
+                finished[(int(seed), name)] = metrics
+    try:
+        rows = list(csv.DictReader(read_text_capped(paths.history_csv, 1 << 26).splitlines()))
+    except (OSError, ValueError):
+        return {}, []
+    return finished, rows
