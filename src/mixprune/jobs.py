@@ -261,6 +261,6 @@ def on_device(data: Tensors, device: torch.device) -> Tensors:
     key = (id(data), str(device))
     if key not in _ON_DEVICE:
         fmt = memory_format(device)
-        _ON_DEVICE[key] = Tensors(data.train_x.to(device, fmt), data.train_y.to(device),
-                                  data.test_x.to(device, fmt), data.test_y.to(device))
+        _ON_DEVICE[key] = Tensors(data.train_x.to(device, memory_format=fmt), data.train_y.to(device),
+                                  data.test_x.to(device, memory_format=fmt), data.test_y.to(device))
     return _ON_DEVICE[key]
