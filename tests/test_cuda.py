@@ -137,15 +137,18 @@ def test_stacked_study_on_the_gpu(tiny_dir, tmp_path):
 
 def test_a_network_with_batchnorm_and_residuals_trains_on_the_gpu(tmp_path):
     """The CUDA path with a non-LeNet model: torchvision's resnet18 (BatchNorm, residual adds; trained eagerly,
-    no CUDA graphs, no stacking) through the whole study, every artifact verified in ONNX Runtime."""
+    no CUDA graphs, no stacking) through the whole study (ONNX export is checked on the CPU, tests/test_generic.py,
+    and left out here to keep the GPU check short)."""
     from .helpers import write_idx_set
 
     ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
     cfg = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1,
                                          "model.arch": "torchvision:resnet18", "device": "cuda",
-                                         "bench.latency": False, "out": str(tmp_path / "out")})
+                                         "bench.latency": False, "bench.onnx": False, "out": str(tmp_path / "out")})
     results = run_study(cfg, dataset=ds)
     assert results["environment"]["device"].startswith("cuda")
     for entry in results["models"].values():
         m = entry["seeds"]["0"]
-        assert m["onnx_verified"] and m["params_total"] > 11_000_000
+        assert m["params_total"] > 11_000_000 and 0 <= m["test_accuracy"] <= 100
+        assert m["test_accuracy_fp16"] == pytest.approx(m["test_accuracy"], abs=10)  # the decoded file scores too
+    assert results["models"]["pruned"]["seeds"]["0"]["params_nonzero"] < 11_000_000
