@@ -55,10 +55,12 @@ class Problem:
     factory: Callable[[torch.Generator], nn.Module] | None = None
     stateless: bool = True
 
-    def build(self, cfg: StudyConfig, gen: torch.Generator) -> nn.Module:
+    def build(self, cfg: StudyConfig, gen: torch.Generator, check: bool = True) -> nn.Module:
+        """The network, initialised from `gen`; `check` runs it on example inputs (models.build_model), which a
+        structure for loaded weights can skip once the run's probe model passed it."""
         if self.factory is not None:
             return self.factory(gen)
-        return build_model(cfg.model.arch, self.input_shape, self.num_classes, gen, cfg.model.dropout)
+        return build_model(cfg.model.arch, self.input_shape, self.num_classes, gen, cfg.model.dropout, check)
 
 
 @dataclass
@@ -245,7 +247,7 @@ def _from_cache(cfg: StudyConfig, problem: Problem, cache: ModelCache, key: str,
 def rebuild_trained(cfg: StudyConfig, problem: Problem, state: dict[str, torch.Tensor], history: list[dict],
                     extra: dict, device: torch.device) -> Trained:
     """A Trained from plain data (a worker's payload or a cache entry), on the device where the data is."""
-    model = problem.build(cfg, generator(0, "init"))  # the structure; its weights are replaced
+    model = problem.build(cfg, generator(0, "init"), check=False)  # the structure; its weights are replaced
     model.load_state_dict(state)
     model = model.to(device=device, memory_format=memory_format(device))
     return Trained(model, [EpochRecord(**r) for r in history], extra)

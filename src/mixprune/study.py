@@ -169,13 +169,14 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     kind(cfg.model.arch)
     problem = _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory))
     data = prepare_tensors(ds, device)
+    design = design or Design()
     root = Path(out_dir or cfg.out or default_out_dir())  # created only once the data and model are good
     with exclusive_dir(root):
         if not _claim(root, cfg):
-            return _run_locked(cfg, ds, data, device, RunPaths(root), obs, problem, design or Design(), root)
+            return _run_locked(cfg, ds, data, device, RunPaths(root), obs, problem, design, root)
         fresh = Path(tempfile.mkdtemp(prefix=f".{root.name}.new-", dir=root.parent))
         with exclusive_dir(fresh):
-            results = _run_locked(cfg, ds, data, device, RunPaths(fresh), obs, problem, design or Design(), root)
+            results = _run_locked(cfg, ds, data, device, RunPaths(fresh), obs, problem, design, root)
         swap_dirs(fresh, root)
         return results
 
@@ -195,7 +196,7 @@ def _claim(root: Path, cfg: StudyConfig) -> bool:
         except ConfigError:
             same = False
     if same:
-        return False  # the same run again (e.g. after an interruption): it rewrites the same files
+        return False  # the same run again (e.g. after an interruption): it resumes (_finished_earlier)
     if cfg.overwrite:
         return True
     if "config.toml" in held:
