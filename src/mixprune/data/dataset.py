@@ -190,10 +190,6 @@ class Images:
     def dtype(self) -> torch.dtype:
         return torch.float32
 
-    def all(self) -> torch.Tensor:
-        """Every image, normalized (a float copy of the whole split: for small splits and exports)."""
-        return self[:]
-
     def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Images:
         """On `device`: the images themselves move there, unless they stay mapped on the CPU (then batches do)."""
         fmt = self.memory_format if memory_format is None else memory_format
