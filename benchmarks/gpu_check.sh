@@ -6,7 +6,9 @@
 # 2. benchmarks/bench_study.py on the GPU, with the GPU defaults (--stack-models on): 4-model study, 1 seed
 #    (median of 3), without CUDA graphs, 5 seeds (median of 3), and --no-stack-models for 1 and 5 seeds;
 # 3. `mixprune reproduce --device cuda` with 2:4 pruning end to end, then `mixprune bench` on its models
-#    (torch's 2:4 semi-structured kernels on the GPU). Each step has its own time limit; logs go to $OUT.
+#    (torch's 2:4 semi-structured kernels on the GPU);
+# 4. structured pruning of torchvision:resnet18 on the GPU (full FashionMNIST, 1 seed, alpha 0: Baseline and
+#    Pruned), then `mixprune bench` of its models on the CPU. Each step has its own time limit; logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
@@ -21,4 +23,10 @@ timeout 300 $PY benchmarks/bench_study.py --device cuda --no-stock ${BENCH_ARGS:
 cp /tmp/r24/results.json "$OUT/results_24.json" 2>/dev/null
 [ -n "${SKIP_24:-}" ] || timeout 120 $PY -m mixprune bench /tmp/r24 --batches 256 --threads 1 --seconds 0.2 2>&1 | tee "$OUT/bench_24.txt"
 cp /tmp/r24/bench.json "$OUT/bench_24.json" 2>/dev/null
+[ -n "${SKIP_RESNET:-}" ] || timeout 240 $PY -m mixprune reproduce --device cuda --arch torchvision:resnet18 --seeds 0 \
+  --alpha 0 --epochs 5 --finetune-epochs 2 --finetune-lr 0.01 --prune-method structured --conv-amount 0.5 \
+  --fc-amount 0.5 --no-latency --out /tmp/rres 2>&1 | tail -n 30 | tee "$OUT/reproduce_resnet18_structured.txt"
+cp /tmp/rres/results.json "$OUT/results_resnet18_structured.json" 2>/dev/null
+[ -n "${SKIP_RESNET:-}" ] || timeout 120 $PY -m mixprune bench /tmp/rres --batches 1 256 --threads 1 --seconds 0.2 2>&1 \
+  | tee "$OUT/bench_resnet18_structured.txt"
 echo done

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: tiny synthetic IDX files."""
+"""Helpers shared by tests: tiny synthetic IDX files, structured pruning in one call."""
 
 from __future__ import annotations
 
@@ -36,3 +36,15 @@ def write_idx_set(directory: Path, n_train: int = 40, n_test: int = 20, gz: bool
         else:
             (directory / name).write_bytes(data)
     return directory
+
+
+def structurally_pruned(model, conv_amount: float, fc_amount: float, **kw):
+    """model with round(amount * n) channels of every group masked (structured.py) and made permanent; returns
+    (model, {group: bool kept})."""
+    from mixprune.pruning import make_permanent
+    from mixprune.structured import attach_unit_masks, ratios_for, structured_keep, unit_groups, unit_masks
+
+    groups = unit_groups(model)
+    keep = structured_keep(model, groups, ratios_for(groups, conv_amount, fc_amount), **kw)
+    attach_unit_masks(model, unit_masks(model, groups, keep))
+    return make_permanent(model), keep

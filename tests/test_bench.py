@@ -9,16 +9,14 @@ from mixprune.bench import CsrLinearLeNet, bench_model, bench_targets, semi_stru
 from mixprune.cli import main
 from mixprune.errors import ModelFileError
 from mixprune.export import save_safetensors
-from mixprune.models import LeNet5
-from mixprune.pruning import attach_masks, make_permanent
-from mixprune.slimming import structured_keep, unit_masks
+from mixprune.models import LeNet5, build_model
+
+from .helpers import structurally_pruned
 
 
 @pytest.fixture
 def slimmable():
-    m = LeNet5(generator=torch.Generator().manual_seed(0))
-    keep = structured_keep(m, 0.5, 0.5)
-    return make_permanent(attach_masks(m, unit_masks(m, keep), bias_masks=keep)).eval()
+    return structurally_pruned(LeNet5(generator=torch.Generator().manual_seed(0)), 0.5, 0.5)[0].eval()
 
 
 def test_csr_variant_computes_the_same(slimmable):
@@ -31,7 +29,8 @@ def test_bench_model_rows_and_verdicts(slimmable):
     rows, lines, macs = bench_model(slimmable, batches=(1, 8), threads=(1,), min_run_time=0.01,
                                     calibration_x=torch.randn(50, 1, 28, 28))
     variants = {r["variant"] for r in rows}
-    assert variants == {"eager dense", "eager CSR FC", "ORT fp32", "eager slimmed", "ORT slimmed", "ORT int8"}
+    assert variants == {"eager dense", "eager CSR FC", "ORT fp32", "eager slimmed", "ORT slimmed", "ORT int8",
+                        "ORT int8 slimmed"}
     assert len(rows) == len(variants) * 2 and all(r["median_ms"] > 0 and r["iqr_ms"] >= 0 for r in rows)
     assert macs["slimmed"] < macs["dense"] / 2 and macs["effective"] <= macs["dense"]
     assert any(line.startswith("slimmed (6, 16, 120, 84) -> (3, 8, 60, 42)") for line in lines)
@@ -44,6 +43,18 @@ def test_verdict_words_follow_the_numbers():
     lines = verdicts(rows, {"dense": 100, "effective": 70, "slimmed": 100}, (6, 16, 120, 84), (6, 16, 120, 84))
     assert lines[0].startswith("torch CSR sparse kernels for the FC layers: 1.50x slower")
     assert "slimming does not apply" in lines[1]
+    assert lines[-1] == "Slower than eager dense at batch 256, 1 thread: eager CSR FC (1.50x the time)."
+
+
+def test_bench_any_network_slimmed_and_quantized():
+    model = build_model("torchvision:resnet18", (1, 16, 16), 10, torch.Generator().manual_seed(0))
+    pruned, _ = structurally_pruned(model.eval(), 0.5, 0.5)
+    rows, lines, macs = bench_model(pruned, batches=(2,), threads=(1,), min_run_time=0.01,
+                                    calibration_x=torch.randn(8, 1, 16, 16))
+    assert {r["variant"] for r in rows} == {"eager dense", "ORT fp32", "eager slimmed", "ORT slimmed", "ORT int8",
+                                            "ORT int8 slimmed"}
+    assert macs["slimmed"] < 0.4 * macs["dense"]
+    assert any(line.startswith("slimmed (the pruned channels removed)") for line in lines)
 
 
 def test_semi_structured_shapes_are_checked_against_torch():

@@ -152,3 +152,20 @@ def test_a_network_with_batchnorm_and_residuals_trains_on_the_gpu(tmp_path):
         assert m["params_total"] > 11_000_000 and 0 <= m["test_accuracy"] <= 100
         assert m["test_accuracy_fp16"] == pytest.approx(m["test_accuracy"], abs=10)  # the decoded file scores too
     assert results["models"]["pruned"]["seeds"]["0"]["params_nonzero"] < 11_000_000
+
+
+def test_structured_pruning_of_resnet18_on_the_gpu(tmp_path):
+    """Structured pruning on the CUDA path: masks on the GPU model, slimming and the slimmed file on the CPU,
+    the slimmed network's ONNX verified in ONNX Runtime."""
+    from .helpers import write_idx_set
+
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "data"), spec=TINY)
+    cfg = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1,
+                                         "model.arch": "torchvision:resnet18", "device": "cuda", "mixup.alpha": 0.0,
+                                         "prune.method": "structured", "prune.conv_amount": 0.5,
+                                         "prune.fc_amount": 0.5, "bench.latency": False, "out": str(tmp_path / "out")})
+    results = run_study(cfg, dataset=ds)
+    pruned = results["models"]["pruned"]["seeds"]["0"]
+    assert pruned["params_present"] < 0.3 * pruned["params_total"]
+    assert pruned["onnx_network"] == "slimmed" and pruned["onnx_verified"]
+    assert pruned["test_accuracy_slim"] == pytest.approx(pruned["test_accuracy"], abs=0.5)

@@ -9,7 +9,10 @@ import torch
 
 from mixprune.models import LeNet5, count_params, macs_per_image
 from mixprune.pruning import attach_masks, l1_masks, make_permanent
-from mixprune.slimming import removable_units, slim, structured_keep, unit_masks
+from mixprune.slimming import removable_units, slim
+from mixprune.structured import slim_any, structured_keep, unit_groups
+
+from .helpers import structurally_pruned
 
 
 @pytest.fixture
@@ -22,14 +25,9 @@ def x():
     return torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
 
-def structurally_pruned(model, conv_amount, fc_amount):
-    keep = structured_keep(model, conv_amount, fc_amount)
-    attach_masks(model, unit_masks(model, keep), bias_masks=keep)
-    return make_permanent(model), keep
-
-
 def test_structured_keep_counts_and_norm_order(model):
-    keep = structured_keep(model, 0.5, 0.25)
+    groups = unit_groups(model)
+    keep = structured_keep(model, groups, {"conv1": 0.5, "conv2": 0.5, "fc1": 0.25, "fc2": 0.25})
     assert {n: int(k.sum()) for n, k in keep.items()} == {"conv1": 3, "conv2": 8, "fc1": 90, "fc2": 63}
     for name, k in keep.items():
         norms = getattr(model, name).weight.detach().flatten(1).abs().sum(1)
@@ -41,6 +39,9 @@ def test_slimmed_equals_masked_and_is_smaller(model, x):
     small = slim(pruned)
     assert small.widths == (3, 8, 60, 42)
     assert torch.allclose(small(x), pruned(x), atol=1e-5)
+    library = slim_any(pruned)  # Torch-Pruning's removal gives the same network
+    assert [p.shape for p in library.parameters()] == [p.shape for p in small.parameters()]
+    assert torch.allclose(library(x), small(x), atol=1e-6)
     assert count_params(small) < count_params(pruned) / 2
     assert macs_per_image(small) < macs_per_image(pruned) / 2
 

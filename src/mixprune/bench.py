@@ -6,9 +6,11 @@
 Variants of one model, each timed with torch.utils.benchmark (warm-up, then median and IQR of blocked
 runs) at every batch size and thread count:
 - `eager dense`: PyTorch eager on the weights as stored (the masked model: zeros are still multiplied);
-- `eager slimmed`: the smaller dense network from `slimming.slim`, when any unit can be removed;
-- `eager CSR FC`: FC layers through torch's CSR sparse matmul (convolutions stay dense);
-- `ORT fp32` / `ORT int8`: ONNX Runtime on the CPU, int8 by static quantization (needs calibration images).
+- `eager slimmed` / `ORT slimmed`: the physically smaller network (structured.slim_network, any
+  architecture), when slimming removes anything;
+- `eager CSR FC`: LeNet-5's FC layers through torch's CSR sparse matmul (convolutions stay dense);
+- `ORT fp32` / `ORT int8`: ONNX Runtime on the CPU, int8 by static QDQ quantization calibrated on training
+  images (given, or a run's own int8 file).
 MACs come from torch.utils.flop_counter (dense and slimmed) and from nonzero weights (effective).
 """
 
@@ -29,7 +31,7 @@ from torch import nn
 from .backends import available_cores
 from .export import export_onnx, ort_session, quantize_onnx_int8, time_ms
 from .models import LeNet5, effective_macs, input_shape, macs_per_image
-from .slimming import slim
+from .structured import removed_any, slim_network
 
 
 class CsrLinearLeNet(nn.Module):
@@ -69,39 +71,54 @@ def _ort_runner(path: Path, batch: int, threads: int, shape: tuple[int, int, int
 
 def bench_model(model: nn.Module, batches: tuple[int, ...] = (1, 32, 256), threads: tuple[int, ...] | None = None,
                 min_run_time: float = 0.3, calibration_x: torch.Tensor | None = None,
-                int8_path: Path | None = None) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
-    """Latency rows (variant, batch, threads, median_ms, iqr_ms), one-line verdicts and MAC counts. Inputs
-    have the model's input shape; the CSR, slimmed and 2:4 variants are LeNet-5's."""
+                int8_path: Path | None = None, int8_network: str = "as stored"
+                ) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
+    """Latency rows (variant, batch, threads, median_ms, iqr_ms), one-line verdicts and MAC counts, for any
+    network. Inputs have the model's input shape. The slimmed variants appear where slimming removes anything
+    (structured.slim_network); int8 where calibration images are given (both networks quantized) or a run's
+    int8 file is (`int8_network` says which network it holds); the CSR and 2:4 variants are LeNet-5's."""
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     shape = input_shape(model)
     threads = threads or tuple(sorted({1, available_cores()}))
     lenet = isinstance(model, LeNet5)
-    small = slim(model) if lenet else model
+    small = slim_network(model)
+    smaller = removed_any(model, small)
     macs = {"dense": macs_per_image(model), "effective": effective_macs(model), "slimmed": macs_per_image(small)}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "m.onnx"
-        export_onnx(model, onnx_path)
-        if int8_path is None and calibration_x is not None:
-            int8_path = Path(tmp) / "m.int8.onnx"
-            quantize_onnx_int8(onnx_path, int8_path, calibration_x)
+        onnx_files = {"ORT fp32": Path(tmp) / "m.onnx"}
+        export_onnx(model, onnx_files["ORT fp32"])
         variants: dict[str, Callable[[int, int], Callable[[], Any]]] = {
-            "eager dense": lambda b, t: _torch_runner(model, b, shape),
-            "ORT fp32": lambda b, t: _ort_runner(onnx_path, b, t, shape)}
+            "eager dense": lambda b, t: _torch_runner(model, b, shape)}
         if lenet:
             variants["eager CSR FC"] = lambda b, t: _torch_runner(CsrLinearLeNet(model), b, shape)
-        if small is not model and small.widths != model.widths:
-            slim_onnx = Path(tmp) / "slim.onnx"
-            export_onnx(small, slim_onnx)
+        if smaller:
             variants["eager slimmed"] = lambda b, t: _torch_runner(small, b, shape)
-            variants["ORT slimmed"] = lambda b, t: _ort_runner(slim_onnx, b, t, shape)
-        if int8_path is not None:
-            variants["ORT int8"] = lambda b, t: _ort_runner(int8_path, b, t, shape)
+            onnx_files["ORT slimmed"] = Path(tmp) / "slim.onnx"
+            export_onnx(small, onnx_files["ORT slimmed"])
+        if calibration_x is not None:
+            for label in list(onnx_files):
+                q = Path(tmp) / f"{len(onnx_files)}.int8.onnx"
+                quantize_onnx_int8(onnx_files[label], q, calibration_x)
+                onnx_files[label.replace("fp32", "int8") if label == "ORT fp32" else "ORT int8 slimmed"] = q
+        elif int8_path is not None:
+            onnx_files["ORT int8 slimmed" if int8_network == "slimmed" else "ORT int8"] = int8_path
+        for label, path in onnx_files.items():
+            variants[label] = _ort_maker(path, shape)
         rows = [{"variant": v, "batch": b, "threads": t, **time_ms(make(b, t), t, min_run_time)}
                 for v, make in variants.items() for t in threads for b in batches]
+    widths = (model.widths, small.widths) if lenet else (None, None)
+    lines = verdicts(rows, macs, *widths, smaller=smaller)
     if not lenet:
-        return rows, verdicts(rows, macs, None, None), macs
+        return rows, lines, macs
     gpu_rows, gpu_line = semi_structured_gpu(model, min_run_time=min_run_time)
-    return rows + gpu_rows, verdicts(rows, macs, model.widths, small.widths) + [gpu_line], macs
+    return rows + gpu_rows, lines + [gpu_line], macs
+
+
+def _ort_maker(path: Path, shape: tuple[int, int, int]) -> Callable[[int, int], Callable[[], Any]]:
+    """A maker of ONNX Runtime runners for one file (batch, threads -> runner)."""
+    def make(batch: int, threads: int) -> Callable[[], Any]:
+        return _ort_runner(path, batch, threads, shape)
+    return make
 
 
 def _lookup(rows: list[dict[str, Any]], variant: str, batch: int, threads: int) -> float | None:
@@ -111,8 +128,8 @@ def _lookup(rows: list[dict[str, Any]], variant: str, batch: int, threads: int) 
     return None
 
 
-def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple | None,
-             slim_widths: tuple | None) -> list[str]:
+def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple | None = None,
+             slim_widths: tuple | None = None, smaller: bool = False) -> list[str]:
     """Plain sentences from the measured rows (largest batch, one thread, unless stated)."""
     b, t = max(r["batch"] for r in rows), 1
     dense = _lookup(rows, "eager dense", b, t)
@@ -125,23 +142,27 @@ def verdicts(rows: list[dict[str, Any]], macs: dict[str, int], widths: tuple | N
                    f"1 thread ({macs['effective'] / macs['dense']:.0%} of the dense MACs touch nonzero weights).")
     slim_ms, ort_ms, ort_slim_ms = (_lookup(rows, v, b, t) for v in ("eager slimmed", "ORT fp32", "ORT slimmed"))
     if slim_ms and dense:
-        line = (f"slimmed {widths} -> {slim_widths}: {macs['dense'] / macs['slimmed']:.2f}x fewer MACs, "
-                f"{dense / slim_ms:.2f}x faster at batch {b}, 1 thread (eager)")
+        shapes = f"{widths} -> {slim_widths}" if widths else "(the pruned channels removed)"
+        line = (f"slimmed {shapes}: {macs['dense'] / macs['slimmed']:.2f}x fewer MACs, "
+                f"{dense / slim_ms:.2f}x the speed of dense at batch {b}, 1 thread (eager)")
         if ort_ms and ort_slim_ms:
             line += f", {ort_ms / ort_slim_ms:.2f}x in ONNX Runtime"
         out.append(line + ".")
-    elif widths is None:
-        out.append("slimming does not apply: physical slimming is LeNet-5's; this network keeps its dense shapes.")
-    else:
-        out.append("slimming does not apply: no filter or neuron is pruned whole, so the dense shapes stay.")
+    elif not smaller:
+        out.append("slimming does not apply: no channel, filter or neuron is pruned whole, so the dense shapes stay.")
     for batch in sorted({1, b}):
         eager, ort = _lookup(rows, "eager dense", batch, t), _lookup(rows, "ORT fp32", batch, t)
         if eager and ort:
             out.append(f"ONNX Runtime vs PyTorch eager at batch {batch}, 1 thread: {eager / ort:.2f}x "
                        f"({eager * 1e3:.0f} us -> {ort * 1e3:.0f} us).")
-    int8, fp32 = _lookup(rows, "ORT int8", b, t), _lookup(rows, "ORT fp32", b, t)
-    if int8 and fp32:
-        out.append(f"ORT int8 vs ORT fp32 at batch {b}, 1 thread: {fp32 / int8:.2f}x.")
+    for int8, fp32 in (("ORT int8", "ORT fp32"), ("ORT int8 slimmed", "ORT slimmed")):
+        q, f = _lookup(rows, int8, b, t), _lookup(rows, fp32, b, t)
+        if q and f:
+            out.append(f"{int8} vs {fp32} at batch {b}, 1 thread: {f / q:.2f}x.")
+    slower = [f"{v} ({ms / dense:.2f}x the time)" for v in dict.fromkeys(r["variant"] for r in rows)
+              if v != "eager dense" and dense and (ms := _lookup(rows, v, b, t)) and ms > dense]
+    if slower:
+        out.append(f"Slower than eager dense at batch {b}, 1 thread: {', '.join(slower)}.")
     return out
 
 
@@ -249,15 +270,19 @@ def semi_structured_gpu(model: LeNet5, batches: tuple[int, ...] = (32, 256, 4096
                   f"{max(r['max_abs_diff'] for r in rows):.2g}.")
 
 
-def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, Path | None]]:
-    """label -> (fp32 model file, int8 ONNX file or None) for a model file or a run directory."""
+Target = tuple[Path, Path | None, str]  # (fp32 model file, int8 ONNX file or None, the network the int8 file holds)
+
+
+def bench_targets(path: Path, seed: int | None = None) -> dict[str, Target]:
+    """label -> (fp32 model file, int8 ONNX file or None, "slimmed" or "as stored") for a model file or a run
+    directory."""
     from .errors import ModelFileError
     from .paths import RunPaths
     from .results import load_results
     from .variants import Design, from_results
 
     if path.is_file():
-        return {path.name: (path, None)}
+        return {path.name: (path, None, "as stored")}
     if not path.is_dir():
         raise ModelFileError(f"{path} is neither a model file nor a run directory")
     paths = RunPaths(path)
@@ -269,19 +294,22 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, tuple[Path, 
     if seed not in seeds:
         raise ModelFileError(f"{path} has no models for seed {seed}; it has seeds {seeds}")
     try:
-        design = from_results(load_results(paths.results_json))
+        results = load_results(paths.results_json)
+        design = from_results(results)
     except (OSError, ValueError, TypeError, KeyError):  # no readable results.json: the paper's variant names
-        design = Design()
+        results, design = {}, Design()
     out = {}
     for name in design.names:
         f = paths.model_file(name, seed, "safetensors")
         if f.is_file():
             q = paths.model_file(name, seed, "int8.onnx")
-            out[f"{name}-seed{seed}"] = (f, q if q.is_file() else None)
+            measured = results.get("models", {}).get(name, {}).get("seeds", {}).get(str(seed), {})
+            network = "slimmed" if measured.get("onnx_network") == "slimmed" else "as stored"
+            out[f"{name}-seed{seed}"] = (f, q if q.is_file() else None, network)
     return out
 
 
-def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[int, ...], threads: tuple[int, ...] | None,
+def bench_models(targets: dict[str, Target], batches: tuple[int, ...], threads: tuple[int, ...] | None,
                  min_run_time: float, arch: str | None = None) -> dict[str, Any]:
     """bench_model for every target (the CLI prints it, then saves it as bench.json)."""
     import platform
@@ -291,8 +319,8 @@ def bench_models(targets: dict[str, tuple[Path, Path | None]], batches: tuple[in
     result: dict[str, Any] = {"machine": {"processor": platform.processor() or platform.machine(),
                                           "cores": available_cores(), "torch": torch.__version__},
                               "models": {}}
-    for label, (model_path, int8_path) in targets.items():
+    for label, (model_path, int8_path, int8_network) in targets.items():
         rows, lines, macs = bench_model(load_model(model_path, arch), batches, threads, min_run_time,
-                                        int8_path=int8_path)
+                                        int8_path=int8_path, int8_network=int8_network)
         result["models"][label] = {"file": str(model_path), "rows": rows, "verdicts": lines, "macs": macs}
     return result

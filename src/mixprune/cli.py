@@ -3,6 +3,7 @@
     mixprune reproduce [--seeds 0 1 2] [--epochs 10] ... [--config study.toml]
     mixprune sweep --grid mixup.alpha=0.2,1.0 [--grid ...] [study flags]   # one run per grid cell
     mixprune bench PATH                # latency of every form of a model, with verdicts
+    mixprune sensitivity [study flags] [--model FILE]   # per-group drop on held-out images -> --prune-ratios
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
     mixprune report SWEEP_DIR          # one report over every run below SWEEP_DIR (plots, Pareto fronts, C11)
     mixprune data download [DIR] [--dataset NAME]   # fetch a dataset through torchvision (needs internet)
@@ -96,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=0.3, metavar="X", help="timed seconds per measurement [default: 0.3]")
     b.add_argument("--arch", metavar="PATH.py:FUNCTION", help="the factory that built the models, for files of "
                    "your own network (mixprune imports user code only when you name it)")
+    se = sub.add_parser("sensitivity", help="prune each channel group alone at a ladder of ratios, measure the "
+                        "accuracy drop on a validation split held out from the training images, and choose per-group "
+                        "ratios within --max-drop", description="Per-group sensitivity to structured pruning; writes "
+                        "sensitivity.json/.csv/.png to --out and prints the --prune-ratios value to use.")
+    se.add_argument("--config", metavar="FILE", help="TOML file with the study's fields")
+    se.add_argument("--model", dest="model_file", metavar="FILE", help="a trained model file (default: train the "
+                    "Baseline here, on the training images minus the validation split)")
+    se.add_argument("--ladder", type=float, nargs="+", default=None, metavar="R",
+                    help="ratios tried per group [default: 0.1 0.2 ... 0.9]")
+    _add_config_flags(se)
     r = sub.add_parser("report", help="re-render report.md from a run directory's results.json, or write one report "
                        "over every run below a directory (a sweep)")
     r.add_argument("run_dir", metavar="RUN_DIR")
@@ -297,6 +308,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .errors import OutputError
+    from .paths import default_out_dir
+    from .sensitivity import LADDER, run_sensitivity, write_sensitivity
+
+    cfg = _base_config(args, ("model_file", "ladder"))
+    out_dir = Path(cfg.out) if cfg.out else default_out_dir("sensitivity")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise OutputError(f"--out {out_dir} already holds files; choose a new --out")
+    with RichObserver(_progress(transient=True)).shown() as observer:
+        result = run_sensitivity(cfg, args.model_file, tuple(args.ladder or LADDER), observer)
+    write_sensitivity(result, out_dir)
+    ladder = result["ladder"]
+    t = Table(title=f"Validation accuracy drop (points) with one group pruned; base {result['base_accuracy']:.2f}% "
+                    f"on {result['validation_examples']} held-out images")
+    for col in ("group", "channels", *(f"{r:g}" for r in ladder), "chosen"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for g in result["groups"]:
+        drops = {r["ratio"]: f"{r['drop']:.2f}" for r in result["rows"] if r["group"] == g["group"]}
+        t.add_row(g["group"], str(g["channels"]), *(drops.get(r, "-") for r in ladder),
+                  f"{result['chosen'][g['group']]:g}")
+    out.print(t)
+    out.print(f"--prune-ratios {result['prune_ratios_flag']}  (each group's largest ratio within --max-drop "
+              f"{result['max_drop']:g} points, pruned alone)", markup=False, highlight=False)
+    err.print(f"[bold]Done.[/bold] Results in {out_dir} (sensitivity.json, sensitivity.csv, sensitivity.png)")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .config import DataConfig
     from .data import download, load_dataset
@@ -318,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
     handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report,
-                "data": cmd_data}
+                "sensitivity": cmd_sensitivity, "data": cmd_data}
     try:
         return handlers[args.command](args)
     except MixpruneError as exc:

@@ -226,15 +226,28 @@ class PruneConfig(Checked):
     scope: str = opt("layerwise", "layerwise: each layer loses its own fraction (paper); global: the same "
                      "number of weights is removed, chosen by magnitude across all layers",
                      flag="--prune-scope", choices=("layerwise", "global"))
-    method: str = opt("unstructured", "unstructured: individual weights by |w| (paper); structured: whole conv "
-                      "filters and FC neurons by the Ln norm of their weights, then physically removed; 2:4: in "
-                      "every 4 consecutive inputs of a row the 2 largest |w| stay (layers whose rows split into "
-                      "4s; the amounts are ignored)", flag="--prune-method",
-                      choices=("unstructured", "structured", "2:4"))
-    norm: float = opt(1.0, "n of the Ln norm that ranks filters/neurons in structured pruning", flag="--prune-norm",
+    method: str = opt("unstructured", "unstructured: individual weights by |w| (paper); structured: whole channels "
+                      "(conv filters, FC neurons, with everything coupled to them: residual adds, BatchNorm, "
+                      "flatten; Torch-Pruning's dependency graph), then physically removed; 2:4: in every 4 "
+                      "consecutive inputs of a row the 2 largest |w| stay (layers whose rows split into 4s; the "
+                      "amounts are ignored)", flag="--prune-method", choices=("unstructured", "structured", "2:4"))
+    norm: float = opt(1.0, "n of the Ln norm that ranks channels in structured pruning", flag="--prune-norm",
                       lo=1.0)
+    importance: str = opt("magnitude", "structured: how channels are ranked: magnitude (Ln norm of the weights that "
+                          "produce them, --prune-norm) or bn-scale (|scale| of their BatchNorm)",
+                          flag="--prune-importance", choices=("magnitude", "bn-scale"))
+    keep: str = opt("", "structured: comma-separated conv/linear layers that keep their width (the classifier "
+                    "always does)", flag="--keep")
+    ratios: str = opt("", "structured: per-group ratios GROUP=R,... (groups as `mixprune sensitivity` names them; "
+                      "others use --conv-amount / --fc-amount), or auto: per group the largest ratio whose "
+                      "accuracy drop on a validation split stays under --max-drop", flag="--prune-ratios")
+    max_drop: float = opt(1.0, "--prune-ratios auto: largest accuracy drop (points) a group may cost when pruned "
+                          "alone, on the validation split", flag="--max-drop", lo=0.0, lo_open=True, hi=100.0)
+    val_fraction: float = opt(0.1, "--prune-ratios auto: share of the training images held out as the validation "
+                              "split (stratified; never the test split)", flag="--val-fraction", lo=0.0, lo_open=True,
+                              hi=0.5)
     schedule: str = opt("oneshot", "oneshot: prune once, then fine-tune (paper); gradual: prune during fine-tuning "
-                        "along the cubic schedule of Zhu & Gupta (2017), unstructured only",
+                        "along the cubic schedule of Zhu & Gupta (2017)",
                         flag="--prune-schedule", choices=("oneshot", "gradual"))
     gradual_end: float = opt(0.75, "gradual: share of the fine-tuning steps after which the final sparsity holds",
                              flag="--gradual-end", lo=0.0, lo_open=True, hi=1.0)
@@ -250,12 +263,36 @@ class PruneConfig(Checked):
         if self.sparsity is not None:
             object.__setattr__(self, "conv_amount", self.sparsity)
             object.__setattr__(self, "fc_amount", self.sparsity)
-        if self.method != "unstructured" and self.schedule == "gradual":
-            raise ConfigError(f"invalid --prune-schedule gradual with --prune-method {self.method}: gradual pruning "
-                              "is unstructured only; use --prune-schedule oneshot")
-        if self.method != "unstructured" and self.scope == "global":
-            raise ConfigError(f"invalid --prune-scope global with --prune-method {self.method}: it ranks weights "
-                              "within each layer; use --prune-scope layerwise")
+        if self.method == "2:4" and self.schedule == "gradual":
+            raise ConfigError("invalid --prune-schedule gradual with --prune-method 2:4: the 2:4 pattern is set at "
+                              "once; use --prune-schedule oneshot")
+        if self.method == "2:4" and self.scope == "global":
+            raise ConfigError("invalid --prune-scope global with --prune-method 2:4: it ranks weights within each "
+                              "group of 4; use --prune-scope layerwise")
+        if (self.keep or self.ratios) and self.method != "structured":
+            raise ConfigError(f"--keep and --prune-ratios apply to --prune-method structured, not {self.method}")
+        self.group_ratios()
+
+    def keep_layers(self) -> tuple[str, ...]:
+        """The --keep layer names."""
+        return tuple(n.strip() for n in self.keep.split(",") if n.strip())
+
+    def group_ratios(self) -> dict[str, float]:
+        """The GROUP=R entries of --prune-ratios ({} for none or auto); ConfigError for a malformed one."""
+        if self.ratios in ("", "auto"):
+            return {}
+        out = {}
+        for entry in self.ratios.split(","):
+            name, sep, value = entry.strip().partition("=")
+            try:
+                ratio = float(value)
+            except ValueError:
+                ratio = -1.0
+            if not sep or not name or not 0.0 <= ratio < 1.0:
+                raise ConfigError(f"invalid --prune-ratios entry {entry.strip()!r}: use GROUP=R with R in [0, 1), "
+                                  "e.g. conv1=0.5,fc1=0.3, or auto")
+            out[name.strip()] = ratio
+        return out
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class Tensors:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None  # a validation split held out from the training images, where the run has one
+    val_y: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ through the model registry.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import struct
@@ -35,6 +36,7 @@ from .atomic import atomic_path, write_bytes_atomic
 from .errors import ConfigError, ModelFileError
 from .models import LeNet5, describe, example_input, kind, prunable, rebuild
 from .models.lenet5 import LAYERS, PAPER_INPUT
+from .structured import shrink
 
 FORMAT = "mixprune.lenet5"  # the paper's network on 1x28x28 inputs, 10 classes (files as mixprune always wrote them)
 GENERIC_FORMAT = "mixprune.model"  # any network: its architecture as JSON (models.describe), rebuilt by the registry
@@ -229,12 +231,29 @@ def _structure(meta: dict[str, str], path: Path, arch: str | None) -> nn.Module:
             raise ModelFileError(f"{path} was built by your factory {desc['arch']}; mixprune imports user code only "
                                  f"when you name it: load_model(path, arch='{desc['arch']}') or --arch "
                                  f"{desc['arch']}")
-        return rebuild(desc, arch_override=arch)
+        return _slimmed_to(rebuild(desc, arch_override=arch), desc.get("pruned_channels"), path)
     widths = _sizes(json.loads(meta.get("widths", "[6, 16, 120, 84]")), "widths", path)
     if len(widths) != 4:
         raise ModelFileError(f"{path}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
     _check_size(_lenet_params(widths, 1, 10, (28, 28)), path)
     return LeNet5(dropout=float(meta.get("dropout", "0.0")), widths=widths)  # type: ignore[arg-type]
+
+
+def _slimmed_to(model: nn.Module, pruned: Any, path: Path) -> nn.Module:
+    """model with the channels a slimmed file's metadata says were removed (group root -> count) removed
+    (Torch-Pruning; which channels does not matter, the weights are replaced), or model as it is."""
+    if pruned is None:
+        return model
+    if not isinstance(pruned, dict) or not all(isinstance(k, str) for k in pruned):
+        raise ModelFileError(f"{path}: metadata pruned_channels {pruned!r} is not a map of layer names to counts")
+    counts = _sizes(list(pruned.values()), "pruned_channels", path)
+    layers = dict(model.named_modules())
+    for name, n in zip(pruned, counts):
+        width = getattr(layers.get(name), "out_channels", getattr(layers.get(name), "out_features", 0))
+        if not n < width:
+            raise ModelFileError(f"{path}: metadata removes {n} channels of {name!r}, which has {width}; the file "
+                                 "does not belong to this network")
+    return shrink(model, {name: list(range(n)) for name, n in zip(pruned, counts)})
 
 
 def load_model(path: str | Path, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
@@ -244,11 +263,14 @@ def load_model(path: str | Path, arch: str | None = None, model: nn.Module | Non
     weights into this network instead (its structure must match the file's)."""
     path = Path(path)
     state, meta = _read(path)
-    if model is None:
-        try:
+    try:
+        if model is None:
             model = _structure(meta, path, arch)
-        except (ValueError, TypeError, KeyError, OverflowError, ConfigError) as exc:
-            raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
+        elif meta.get("format") == GENERIC_FORMAT:  # a slimmed file: the given network loses the same channels
+            pruned = json.loads(meta.get("architecture", "{}") or "{}").get("pruned_channels")
+            model = _slimmed_to(copy.deepcopy(model), pruned, path)
+    except (ValueError, TypeError, KeyError, OverflowError, AttributeError, ConfigError) as exc:
+        raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if meta.get("encoding", "").startswith("sparse"):
         state = _densify(state, expected, path)

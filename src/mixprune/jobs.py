@@ -40,7 +40,16 @@ from .engine import (
 from .losses import LOSSES
 from .models import build_model
 from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
-from .slimming import structured_keep, unit_masks
+from .sensitivity import choose_ratios, sensitivity
+from .structured import (
+    GradualStructuredPruner,
+    UnitGroup,
+    attach_unit_masks,
+    ratios_for,
+    structured_keep,
+    unit_groups,
+    unit_masks,
+)
 from .stacked import Member, fit_stacked, stackable
 from .variants import Design, Variant, mixup_on
 
@@ -88,11 +97,14 @@ def prepare_tensors(ds: Dataset, device: torch.device) -> Tensors:
     """The dataset on `device` as uint8 images normalized per batch (data.Images) and labels."""
     fmt = memory_format(device)
     mean, std = ds.normalization()
+    val = (None, None)
+    if ds.val_x is not None and ds.val_y is not None:
+        val = (Images(ds.val_x.to(device), mean, std, fmt), ds.val_y.to(device))
     if ds.mapped is not None:  # too large for memory: the images stay mapped, batches go to the device
         return Tensors(Images(ds.train_x, mean, std, fmt, device), ds.train_y.to(device),
-                       Images(ds.test_x, mean, std, fmt, device), ds.test_y.to(device))
+                       Images(ds.test_x, mean, std, fmt, device), ds.test_y.to(device), *val)
     return Tensors(Images(ds.train_x.to(device), mean, std, fmt), ds.train_y.to(device),
-                   Images(ds.test_x.to(device), mean, std, fmt), ds.test_y.to(device))
+                   Images(ds.test_x.to(device), mean, std, fmt), ds.test_y.to(device), *val)
 
 
 def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: bool, loss: str,
@@ -116,23 +128,44 @@ def dense_job(cfg: StudyConfig, problem: Problem, seed: int, v: Variant, device:
     return Job(v.name, seed, model, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None, "train")
 
 
-def attach_pruning(cfg: StudyConfig, model: nn.Module, n_train: int) -> GradualPruner | None:
-    """Put the configured masks on model; for the gradual schedule, return the step hook that grows them."""
+def structured_ratios(cfg: StudyConfig, model: nn.Module, groups: list[UnitGroup], data: Tensors) -> dict[str, float]:
+    """Each channel group's ratio: --prune-ratios GROUP=R entries, the conv/FC amounts, or (auto) the largest
+    ratio whose drop on the validation split, the group pruned alone, stays within --max-drop."""
     p = cfg.prune
+    if p.ratios != "auto":
+        return ratios_for(groups, p.conv_amount, p.fc_amount, p.group_ratios())
+    if data.val_x is None or data.val_y is None:
+        raise ValueError("--prune-ratios auto needs a validation split (Dataset.hold_out)")
+    _, rows = sensitivity(model, groups, data.val_x, data.val_y, importance=p.importance, norm=p.norm,
+                          batch_size=cfg.train.eval_batch_size)
+    return choose_ratios(groups, rows, p.max_drop)
+
+
+def attach_pruning(cfg: StudyConfig, model: nn.Module, data: Tensors
+                   ) -> tuple[GradualPruner | GradualStructuredPruner | None, dict[str, Any]]:
+    """Put the configured masks on model; returns the step hook that grows them (gradual schedule, else None)
+    and what the run records about the choice (structured: each group's ratio)."""
+    p = cfg.prune
+    total = p.finetune_epochs * steps_per_epoch(len(data.train_x), cfg.train.batch_size)
+    end_step = max(1, round(p.gradual_end * total))
     if p.method == "2:4":
         masks, _ = semi_structured_masks(model)
         attach_masks(model, masks)
-        return None
+        return None, {}
     if p.method == "structured":
-        keep = structured_keep(model, p.conv_amount, p.fc_amount, p.norm)
-        attach_masks(model, unit_masks(model, keep), bias_masks=keep)
-        return None
+        groups = unit_groups(model, p.keep_layers())
+        ratios = structured_ratios(cfg, model, groups, data)
+        if p.schedule == "gradual":
+            return GradualStructuredPruner(model, groups, ratios, end_step, p.gradual_every, p.importance,
+                                           p.norm), {"prune_ratios": ratios}
+        keep = structured_keep(model, groups, ratios, p.importance, p.norm, p.scope)
+        attach_unit_masks(model, unit_masks(model, groups, keep))
+        return None, {"prune_ratios": ratios}
     if p.schedule == "oneshot":
         attach_masks(model, l1_masks(model, p.conv_amount, p.fc_amount, p.scope))
-        return None
-    total = p.finetune_epochs * steps_per_epoch(n_train, cfg.train.batch_size)
-    return GradualPruner(model, pruned_counts(model, p.conv_amount, p.fc_amount), end_step=max(1, round(p.gradual_end * total)),
-                         every=p.gradual_every, scope=p.scope)
+        return None, {}
+    return GradualPruner(model, pruned_counts(model, p.conv_amount, p.fc_amount), end_step=end_step,
+                         every=p.gradual_every, scope=p.scope), {}
 
 
 def prune_job(cfg: StudyConfig, data: Tensors, parent: Trained, seed: int, v: Variant) -> Job:
@@ -141,8 +174,7 @@ def prune_job(cfg: StudyConfig, data: Tensors, parent: Trained, seed: int, v: Va
     p, t = cfg.prune, cfg.train
     model = copy.deepcopy(parent.model)
     model.generator = generator(seed, f"dropout-{v.name}") if cfg.model.dropout > 0 else None
-    hook = attach_pruning(cfg, model, len(data.train_x))
-    extra: dict[str, Any] = {}
+    hook, extra = attach_pruning(cfg, model, data)
     if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
         extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
     mixup = mixup_on(cfg, v)
@@ -162,7 +194,7 @@ def _finish(job: Job, history: list[EpochRecord]) -> Trained:
     """After training: a fine-tuned model's masks become zeros in plain parameters (prune.remove)."""
     if job.phase == "finetune":
         hook = job.spec.step_hook
-        if isinstance(hook, GradualPruner) and job.spec.epochs == 0:
+        if isinstance(hook, (GradualPruner, GradualStructuredPruner)) and job.spec.epochs == 0:
             hook(hook.end_step)  # no steps to spread it over: prune at once
         make_permanent(job.model)
     return Trained(job.model, history, job.extra)
@@ -263,6 +295,8 @@ def on_device(data: Tensors, device: torch.device) -> Tensors:
     key = (id(data), str(device))
     if key not in _ON_DEVICE:
         fmt = memory_format(device)
+        val = (None, None) if data.val_x is None or data.val_y is None else \
+            (data.val_x.to(device, memory_format=fmt), data.val_y.to(device))
         _ON_DEVICE[key] = Tensors(data.train_x.to(device, memory_format=fmt), data.train_y.to(device),
-                                  data.test_x.to(device, memory_format=fmt), data.test_y.to(device))
+                                  data.test_x.to(device, memory_format=fmt), data.test_y.to(device), *val)
     return _ON_DEVICE[key]

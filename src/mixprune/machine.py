@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 PACKAGES = ("mixprune", "torch", "torchvision", "numpy", "safetensors", "torchmetrics", "rich", "onnx", "onnxruntime",
-            "scikit-learn", "pillow", "timm")
+            "scikit-learn", "pillow", "timm", "torch-pruning")
 
 
 def _version(pkg: str) -> str | None:

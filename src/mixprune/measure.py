@@ -42,16 +42,23 @@ from .models import (
     weight_sparsity,
 )
 from .paths import RunPaths
-from .slimming import slim
+from .structured import removed_any, slim_network
 
 ONNX_MIN_AGREEMENT, ONNX_MAX_ACC_DIFF = 0.999, 0.05  # ONNX Runtime vs PyTorch on the test split (points)
 CALIBRATION_IMAGES = 1000  # first training images, for int8 activation ranges
 NOISE_SIGMA, FGSM_EPSILON = 0.3, 0.05  # in normalized input units (the paper's inputs span [-1, 1])
 
 
-def slimmed(model: nn.Module) -> nn.Module | None:
-    """The smaller dense network without removable units (LeNet-5), or None where slimming does not apply."""
-    return slim(model) if isinstance(model, LeNet5) else None
+def slimmed(model: nn.Module) -> nn.Module:
+    """The smaller dense network without removable units (structured.slim_network)."""
+    return slim_network(model)
+
+
+def shape_record(model: nn.Module, small: nn.Module) -> dict[str, Any]:
+    """What slimming kept: LeNet-5's four widths, or per channel group of any network the channels removed."""
+    if isinstance(small, LeNet5):
+        return {"widths": list(small.widths)}
+    return {"pruned_channels": dict(getattr(small, "pruned_channels", {}))}
 
 
 def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
@@ -62,7 +69,7 @@ def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
     out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
                            for b in (1, 256)}
     small = slimmed(trained.model)
-    if small is not None and small.widths != trained.model.widths:
+    if removed_any(trained.model, small):
         out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads) for b in (1, 256)})
     out.update(latency_device="cpu", latency_threads=threads)
     return out
@@ -89,11 +96,8 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
         metrics["test_accuracy_range_last3"] = max(last) - min(last)
     metrics.update(robustness(model, logits, data, seed))
     small = slimmed(model)
-    metrics.update(params_present=count_params(small if small is not None else model),
-                   macs_slim=macs_per_image(small if small is not None else model),
-                   macs_effective=effective_macs(model))
-    if small is not None:
-        metrics["widths"] = list(small.widths)
+    metrics.update(params_present=count_params(small), macs_slim=macs_per_image(small),
+                   macs_effective=effective_macs(model), **shape_record(model, small))
     metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load))
     return metrics
 
@@ -107,17 +111,18 @@ def robustness(model: nn.Module, logits: torch.Tensor, data: Tensors, seed: int)
             "fgsm_accuracy": fgsm_accuracy(model, data.test_x, data.test_y, FGSM_EPSILON, bounds=bounds)}
 
 
-def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module | None, logits: torch.Tensor, data: Tensors,
+def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module, logits: torch.Tensor, data: Tensors,
                     paths: RunPaths, name: str, seed: int, load: Loader = load_model) -> dict[str, Any]:
     """Write every deployable file of one model and measure each: bytes, gzip bytes, and for lossy
-    encodings the test accuracy of the model decoded back from the file."""
+    encodings the test accuracy of the model decoded back from the file. The ONNX files hold the slimmed
+    network where slimming removed anything (it computes what the model does), else the model."""
     out: dict[str, Any] = {}
 
     def record(kind: str, path: Path, size: int, lossy: bool) -> None:
         out[f"size_bytes_{kind}"] = size
         out[f"gzip_bytes_{kind}"] = gzip_size(path)
         if lossy:
-            decoded = (load_model(path) if kind == "slim" else load(path)).to(device=data.test_y.device)
+            decoded = load(path).to(device=data.test_y.device)
             out[f"test_accuracy_{kind}"] = evaluate_loss_accuracy(decoded, data.test_x, data.test_y,
                                                                   cfg.train.eval_batch_size)[1]
 
@@ -128,11 +133,13 @@ def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module | None,
     for kind, suffix, writer, lossy in writers:
         path = paths.model_file(name, seed, suffix)
         record(kind, path, writer(path), lossy)
-    if small is not None and small.widths != model.widths:
+    smaller = removed_any(model, small)
+    if smaller:
         path = paths.model_file(name, seed, "slim.safetensors")
         record("slim", path, save_safetensors(small, path), True)
     if cfg.bench.onnx:
-        out.update(onnx_artifacts(model, logits, data, paths.model_file(name, seed, "onnx"),
+        out["onnx_network"] = "slimmed" if smaller else "as trained"
+        out.update(onnx_artifacts(small.to(data.test_y.device) if smaller else model, logits, data, paths.model_file(name, seed, "onnx"),
                                   paths.model_file(name, seed, "int8.onnx"), record))
     return out
 

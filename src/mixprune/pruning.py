@@ -91,8 +91,8 @@ def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """prune.remove on every masked weight and bias: plain parameters holding the zeros."""
-    for _, m in prunable(model):
+    """prune.remove on every masked weight and bias (conv, linear, BatchNorm): plain parameters holding the zeros."""
+    for m in model.modules():
         for param in ("weight", "bias"):
             if hasattr(m, f"{param}_mask"):
                 prune.remove(m, param)

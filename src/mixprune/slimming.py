@@ -1,14 +1,14 @@
-"""Structured pruning and physical slimming of LeNet-5: whole filters and neurons out, a smaller dense LeNet in.
+"""Physical slimming of LeNet-5: a smaller dense LeNet without the units that do not change its outputs.
 
-    keep = structured_keep(model, conv_amount=0.5, fc_amount=0.5)   # {"conv1": bool[6], ...}
-    attach_masks(model, unit_masks(model, keep), bias_masks=keep)   # fine-tune with the units off
-    small = slim(make_permanent(model))     # LeNet5(widths=(3, 8, 60, 42)); small(x) == model(x)
+    small = slim(make_permanent(model))     # e.g. LeNet5(widths=(3, 8, 60, 42)); small(x) == model(x)
 
-`slim` also turns an unstructured result into a smaller network: a unit (filter or neuron) whose
-outgoing weights are all zero is dropped; one whose incoming weights are all zero emits the constant
-relu(bias), whose effect is folded into the next layer's bias before the unit is dropped. Either way
-the slimmed network computes what the masked one does (up to float rounding). fc3's ten outputs are
-the classes and are never removed.
+Structured pruning of any network (LeNet-5 included) is structured.py's, on Torch-Pruning's dependency
+graph, and structured.slim_any removes the channels it zeroed. This module stays for what the library
+does not do: besides dropping units with no input or no use, a unit whose incoming weights are all zero
+emits the constant relu(bias), whose effect is folded into the next layer's bias before the unit is
+dropped, so that an unstructured result also becomes a smaller network. The slimmed network computes
+what the masked one does (up to float rounding); on a structured result it is the network slim_any
+builds (tested). fc3's outputs are the classes and are never removed.
 """
 
 from __future__ import annotations
@@ -21,34 +21,6 @@ from .models import LeNet5
 
 UNIT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # layers whose output units may be removed
 NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2", "fc2": "fc3"}
-
-
-def structured_keep(model: LeNet5, conv_amount: float, fc_amount: float, norm: float = 1.0) -> dict[str, torch.Tensor]:
-    """Per unit layer, a bool vector of output units kept: the round(amount * n) lowest Ln-norm units go.
-
-    Ranking is torch.nn.utils.prune.LnStructured's (norm of each unit's incoming weights, dim 0).
-    """
-    keep = {}
-    for name in UNIT_LAYERS:
-        layer = getattr(model, name)
-        amount = conv_amount if isinstance(layer, nn.Conv2d) else fc_amount
-        if not 0.0 <= amount < 1.0:
-            raise ValueError(f"structured amount for {name} must be in [0, 1), got {amount}")
-        w = layer.weight.detach().contiguous()
-        mask = prune.LnStructured(amount, n=norm, dim=0).compute_mask(w, torch.ones_like(w))
-        keep[name] = mask.flatten(1).any(1)
-        if not keep[name].any():  # torch rounds; never let a layer lose every unit
-            keep[name][0] = True
-    return keep
-
-
-def unit_masks(model: LeNet5, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weight-shaped masks that zero the incoming weights of every removed unit."""
-    out = {}
-    for name, k in keep.items():
-        w = getattr(model, name).weight
-        out[name] = k.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
-    return out
 
 
 def _in_zero(layer: nn.Module) -> torch.Tensor:

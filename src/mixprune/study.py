@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .atomic import atomic_path, ensure_dir, exclusive_dir, read_text_capped, swap_dirs, write_text_atomic
 from .audit import audit_claims, paper_setting
@@ -34,8 +35,9 @@ from .export import load_model
 from .jobs import Chain, Problem, Trained, by_depth, on_device, prepare_tensors, rebuild_trained, run_chains
 from .machine import environment
 from .measure import measure, measure_latency
-from .models import LeNet5, kind, python_factory, stateless
+from .models import kind, python_factory, stateless
 from .paths import RunPaths, default_out_dir
+from .structured import check_exact, ratios_for, structured_keep, unit_groups
 from .results import SCHEMA_VERSION, record, toml_text, write_results
 from .variants import Design
 
@@ -126,13 +128,28 @@ def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
     """Refuse, before anything trains, what this network cannot do (building it checks the input shape);
     the problem with what the built network says about itself."""
     model = problem.build(cfg, generator(0, "init"))
-    if cfg.prune.method == "structured" and not isinstance(model, LeNet5):
-        raise ConfigError(f"--prune-method structured removes filters and neurons of lenet5 only for now (physical "
-                          f"slimming); for --arch {cfg.model.arch} use --prune-method unstructured or 2:4")
+    if cfg.prune.method == "structured":
+        check_structured(cfg, model)
     if problem.factory is not None and (cfg.backend == "ray" or cfg.cache_dir):
         raise ConfigError("a model given as Python code trains in this process: --backend ray and --cache-dir "
                           "need a model named by --arch (the cache cannot see changes to your code)")
     return dataclasses.replace(problem, stateless=stateless(model))
+
+
+def check_structured(cfg: StudyConfig, model: nn.Module) -> None:
+    """Refuse structured pruning this network cannot take (ConfigError): a tracer that cannot follow it, an
+    unknown --keep layer or --prune-ratios group, a ratio that removes a whole group, or a network whose
+    slimmed form would compute something else (checked on the planned masks of the initial weights)."""
+    p = cfg.prune
+    groups = unit_groups(model, p.keep_layers())
+    if not groups:
+        raise ConfigError(f"--prune-method structured: {cfg.model.arch} has no channel group to prune (every layer "
+                          "is the classifier or in --keep)")
+    if p.ratios == "auto":
+        ratios = {g.name: 0.5 for g in groups}  # any pattern shows whether slimming is exact
+    else:
+        ratios = ratios_for(groups, p.conv_amount, p.fc_amount, p.group_ratios())
+    check_exact(model, groups, structured_keep(model, groups, ratios, p.importance, p.norm, p.scope))
 
 
 def preflight(cfg: StudyConfig, dataset: Dataset | None = None) -> None:
@@ -151,6 +168,8 @@ def prepare_dataset(cfg: StudyConfig, dataset: Dataset | None) -> Dataset:
             raise ConfigError(f"--cv-folds {cfg.data.cv_folds} needs at least {2 * cfg.data.cv_folds} training images "
                               f"(two per fold), got {len(ds.train_y)}; use more images (--train-subset) or fewer folds")
         ds = ds.cv_split(cfg.data.cv_fold, cfg.data.cv_folds)
+    if cfg.prune.method == "structured" and cfg.prune.ratios == "auto":  # sensitivity is measured on held-out images
+        ds = ds.hold_out(cfg.prune.val_fraction)
     return ds
 
 
@@ -214,7 +233,8 @@ def _what_it_computes(cfg: StudyConfig) -> dict[str, Any]:
 def _data_record(cfg: StudyConfig, ds: Dataset, device: torch.device) -> dict[str, Any]:
     mean, std = ds.normalization()
     cv = cfg.data.cv_fold >= 0
-    return {"dataset": ds.name, "source": str(ds.source), "train_examples": len(ds.train_y),
+    held = {} if ds.val_y is None else {"validation_examples": len(ds.val_y)}  # --prune-ratios auto's split
+    return {"dataset": ds.name, "source": str(ds.source), "train_examples": len(ds.train_y), **held,
             "test_examples": len(ds.test_y), "input_shape": list(ds.shape), "classes": list(ds.classes),
             "normalization": {"mean": list(mean), "std": list(std),
                               "from": "the dataset's published values" if ds.mean is not None else "the training split"},

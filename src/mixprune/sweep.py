@@ -122,7 +122,7 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
         dataset = load_dataset(base.data)  # once for every cell
     checked = set()
     for _, cfg in todo:  # bad data or a network that cannot run fails here, before OUT is created
-        what = json.dumps([to_dict(cfg.data), to_dict(cfg.model), cfg.prune.method], sort_keys=True)
+        what = json.dumps([to_dict(cfg.data), to_dict(cfg.model), to_dict(cfg.prune)], sort_keys=True)
         if what not in checked:
             preflight(cfg, dataset)
             checked.add(what)

@@ -37,6 +37,8 @@ class Dataset:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     mapped: Path | None = None  # images memory-mapped from this file (too large for memory), else resident
+    val_x: torch.Tensor | None = None  # a validation split held out from the training images (hold_out)
+    val_y: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -91,6 +93,23 @@ class Dataset:
         held = order[bounds[fold]:bounds[fold + 1]]
         rest = torch.cat([order[:bounds[fold]], order[bounds[fold + 1]:]])
         return self._with(self.train_x[rest], self.train_y[rest], self.train_x[held], self.train_y[held])
+
+    def hold_out(self, fraction: float) -> Dataset:
+        """round(fraction * n) images of every class move from the training split to a validation split
+        (val_x, val_y), chosen by one fixed permutation (seed 0); the test split is untouched."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        order = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(0))
+        held = torch.zeros(len(order), dtype=torch.bool)
+        for c in range(len(self.classes)):
+            members = order[self.train_y[order] == c]
+            held[members[:round(fraction * len(members))]] = True
+        if not held.any() or held.all():
+            raise DataError(f"{self.name}: holding out {fraction:g} of {len(order)} training images leaves no "
+                            "validation or no training images; use more images or another --val-fraction")
+        rest, val = (~held).nonzero().flatten(), held.nonzero().flatten()
+        return dataclasses.replace(self._with(self.train_x[rest], self.train_y[rest], self.test_x, self.test_y),
+                                   val_x=self.train_x[val], val_y=self.train_y[val])
 
     def resized(self, size: int) -> Dataset:
         """Every image resized to size x size (bilinear with antialiasing, rounded back to uint8)."""

@@ -216,6 +216,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
         out.update(num_classes=model.io["num_classes"], widths=list(model.widths), dropout=model.dropout)
     else:
         out["num_classes"] = model.output_classes
+        if getattr(model, "pruned_channels", None):  # slimmed: channels removed per group (structured.shrink)
+            out["pruned_channels"] = dict(model.pruned_channels)
     return out
 
 
