@@ -13,7 +13,6 @@ from safetensors import safe_open
 from torch import nn
 
 from mixprune.cli import main
-from mixprune.cli import main
 from mixprune.data import Dataset
 from mixprune.errors import ConfigError
 from mixprune.export import load_model, save_safetensors
