@@ -268,6 +268,9 @@ def test_cli_prunes_a_users_batchnorm_residual_model_structurally(tmp_path, user
     assert pruned["onnx_network"] == "slimmed" and pruned["onnx_verified"]
     assert pruned["size_bytes_onnx"] < 0.7 * base["size_bytes_onnx"]
     assert abs(pruned["onnx_test_accuracy"] - pruned["test_accuracy"]) <= 0.05
+    report = (out / "report.md").read_text()
+    assert "## Structured pruning" in report
+    assert "Pruned (C), seed 0: ratios stem.0 0.5, a.0 0.5, fc1 0.5; slimmed: {'stem.0': 4" in report
     small = load_model(out / "models" / "pruned-seed0.slim.safetensors", arch=f"{user_model_file}:build")
     masked = load_model(out / "models" / "pruned-seed0.safetensors", arch=f"{user_model_file}:build")
     assert count_params(small) == pruned["params_present"]
@@ -308,3 +311,18 @@ def test_cli_refuses_a_network_whose_slimming_would_not_be_exact(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "changes what it computes" in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_cli_sensitivity_writes_table_plot_and_the_ratios_flag(tmp_path, user_model_file, capsys):
+    out = tmp_path / "sens"
+    argv = ["sensitivity", "--dataset", "digits", "--arch", f"{user_model_file}:build", "--seeds", "3",
+            "--epochs", "2", "--ladder", "0.25", "0.5", "--max-drop", "2", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "sensitivity.json").read_text())
+    assert {r["group"] for r in result["rows"]} == {"stem.0", "a.0", "fc1"}
+    assert result["validation_examples"] > 0 and "minus the validation split" in result["model"]
+    assert (out / "sensitivity.png").stat().st_size > 0 and (out / "sensitivity.csv").read_text().startswith("group,")
+    assert f"--prune-ratios {result['prune_ratios_flag']}" in printed.replace("\n", "")
+    assert main(argv) == 2  # the results of the first call are not replaced
+    assert "already holds files" in capsys.readouterr().err

@@ -231,8 +231,9 @@ def render(root: Path, runs: list[tuple[Path, dict[str, Any]]], plots: dict[str,
 
 def _same_shapes(runs: list[tuple[Path, dict[str, Any]]]) -> bool:
     """True when no model of any run slims to other layer widths than the dense network's."""
-    widths = {tuple(m.get("widths", ())) for _, r in runs for e in r["models"].values() for m in e["seeds"].values()}
-    return len(widths) <= 1
+    shapes = {(tuple(m.get("widths", ())), json.dumps(m.get("pruned_channels") or {}, sort_keys=True))
+              for _, r in runs for e in r["models"].values() for m in e["seeds"].values()}
+    return len(shapes) <= 1
 
 
 def _diff(d: dict[str, Any]) -> str:

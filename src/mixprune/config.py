@@ -269,6 +269,10 @@ class PruneConfig(Checked):
         if self.method == "2:4" and self.scope == "global":
             raise ConfigError("invalid --prune-scope global with --prune-method 2:4: it ranks weights within each "
                               "group of 4; use --prune-scope layerwise")
+        if self.method == "structured" and self.schedule == "gradual" and self.scope == "global":
+            raise ConfigError("invalid --prune-scope global with --prune-schedule gradual and --prune-method "
+                              "structured: gradual removal ranks channels within each group; use --prune-scope "
+                              "layerwise")
         if (self.keep or self.ratios) and self.method != "structured":
             raise ConfigError(f"--keep and --prune-ratios apply to --prune-method structured, not {self.method}")
         self.group_ratios()

@@ -54,7 +54,7 @@ def slimmed(model: nn.Module) -> nn.Module:
     return slim_network(model)
 
 
-def shape_record(model: nn.Module, small: nn.Module) -> dict[str, Any]:
+def shape_record(small: nn.Module) -> dict[str, Any]:
     """What slimming kept: LeNet-5's four widths, or per channel group of any network the channels removed."""
     if isinstance(small, LeNet5):
         return {"widths": list(small.widths)}
@@ -97,7 +97,7 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     metrics.update(robustness(model, logits, data, seed))
     small = slimmed(model)
     metrics.update(params_present=count_params(small), macs_slim=macs_per_image(small),
-                   macs_effective=effective_macs(model), **shape_record(model, small))
+                   macs_effective=effective_macs(model), **shape_record(small))
     metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load))
     return metrics
 

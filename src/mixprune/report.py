@@ -110,6 +110,31 @@ def ledger_table(results: dict) -> str:
                   "MACs on nonzero weights", "MACs slimmed"], rows)
 
 
+def structure_lines(results: dict) -> list[str]:
+    """Structured pruning: per pruned model and seed, each group's ratio and the channels slimming removed,
+    and which network the ONNX files hold ([] for other methods)."""
+    p = results["config"]["prune"]
+    if p["method"] != "structured":
+        return []
+    design = from_results(results)
+    how = ("chosen per group from the sensitivity on a validation split of "
+           f"{results.get('data', {}).get('validation_examples', '?')} held-out training images (--max-drop "
+           f"{p['max_drop']})" if p["ratios"] == "auto" else "as configured")
+    lines = ["## Structured pruning", "",
+             f"Channel groups from Torch-Pruning's dependency graph, ranked by {p['importance']} "
+             f"({p['scope']}, {p['schedule']}); ratios {how}. Per model and seed: ratio per group, channels removed "
+             "by slimming, and the network the ONNX files hold.", ""]
+    for name in design.names:
+        for seed, m in results["models"][name]["seeds"].items():
+            if "prune_ratios" not in m:
+                continue
+            removed = m.get("pruned_channels") or ({"widths": m["widths"]} if "widths" in m else {})
+            ratios = ", ".join(f"{g} {r:g}" for g, r in m["prune_ratios"].items())
+            lines.append(f"- {design.label(name)}, seed {seed}: ratios {ratios}; slimmed: {removed}; ONNX: "
+                         f"{m.get('onnx_network', 'not written')}.")
+    return lines + [""]
+
+
 def artifact_table(results: dict) -> str:
     """Every file written per model: bytes, gzip bytes and test accuracy of the decoded model (mean over seeds)."""
     design = from_results(results)
@@ -289,10 +314,10 @@ def generic_report(results: dict) -> str:
              f"Latency: CPU, median of torch.utils.benchmark after warm-up, {env['torch_threads']} threads.", "",
              "## Compression ledger", "", ledger_table(results), "",
              f"MACs per {shape} input. 'On nonzero weights' is what ideal sparse kernels would do; 'slimmed' is the "
-             "dense network left after removing units that cannot affect the output (LeNet-5 only; otherwise the "
-             "network as stored).", "", artifact_table(results), "",
+             "dense network left after removing the channels that emit exact zeros (pruned whole) and, for "
+             "LeNet-5, units that cannot affect the output.", "", artifact_table(results), "",
              "Lossy files are decoded back into a model and scored on the evaluation split; the ONNX files are "
-             "scored in ONNX Runtime.", "",
+             "scored in ONNX Runtime.", "", *structure_lines(results),
              "## Per-class F1 (%)", "", f1_table(results), "",
              "## What this run shows", ""]
     parts += [f"- {line}" for line in observations(results)]
@@ -325,7 +350,7 @@ def paper_report(results: dict) -> str:
              "dense network left after removing filters/neurons that are pruned whole or cannot affect the output.",
              "", artifact_table(results), "",
              "Lossy files are decoded back into a model and scored on the test split; the ONNX files are scored in "
-             "ONNX Runtime.", "",
+             "ONNX Runtime.", "", *structure_lines(results),
              "## Per-class F1 (%)", "", f1_table(results), "",
              "## What this run shows", ""]
     parts += [f"- {line}" for line in observations(results)]

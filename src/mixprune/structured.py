@@ -1,13 +1,13 @@
 """Structured pruning of any network: channel groups from Torch-Pruning's dependency graph (DepGraph).
 
-    groups = unit_groups(model, keep=("layer1.0.conv1",))  # coupled channels: residual adds, BatchNorm, flatten
-    keep = structured_keep(model, groups, {"layer1.0.conv1": 0.5, ...})   # {group: bool[channels] kept}
-    attach_unit_masks(model, groups, keep)     # fine-tune with the removed channels emitting exact zeros
+    groups = unit_groups(model, keep=("layer1.0.conv1",))   # coupled channels: residual adds, BatchNorm, flatten
+    keep = structured_keep(model, groups, ratios_for(groups, 0.5, 0.3))   # {group: bool[channels] kept}
+    attach_unit_masks(model, unit_masks(model, groups, keep))   # fine-tune with removed channels at exact zero
     small = slim_network(make_permanent(model))   # a physically smaller network; small(x) == model(x)
 
-A group is every tensor slice that one output channel of its root layer couples to (Torch-Pruning's
-`get_all_groups`): the convolutions, linear layers and BatchNorms that produce the channel, and the
-layers that read it. Removing a channel means masking what produces it (weight rows, biases, BatchNorm
+A group is every tensor slice that one output channel couples to (Torch-Pruning's `get_all_groups`):
+the convolutions, linear layers and BatchNorms that produce the channel, and the layers that read it;
+it is named after its first producing conv/linear layer in the model's order. Removing a channel means masking what produces it (weight rows, biases, BatchNorm
 scale and shift), so that it is exactly zero whatever the input; the slimmed network then computes
 what the masked one does, which `check_exact` verifies for a given network before anything trains.
 The classifier (the last conv/linear layer to run) and every layer named in `keep` keep their width.
@@ -35,15 +35,16 @@ IMPORTANCES = ("magnitude", "bn-scale")
 
 @dataclass(frozen=True)
 class Producer:
-    """One layer that produces a group's channels: its name, and for each of the group's channels (in the root's
-    order) the index along its dim 0."""
+    """One layer that produces a group's channels: its name, and for each of the group's channels (in the order
+    of Torch-Pruning's root layer) the index along its dim 0."""
     module: str
     index: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class UnitGroup:
-    """Channels removed together: named after the root layer, `size` channels, what produces them."""
+    """Channels removed together: named after the first producing conv/linear layer, `size` channels, what
+    produces them."""
     name: str
     size: int
     kind: str  # "conv" or "linear": which of --conv-amount / --fc-amount applies
@@ -140,18 +141,23 @@ def _weight(module: nn.Module) -> torch.Tensor:
 def scores(model: nn.Module, group: UnitGroup, importance: str = "magnitude", norm: float = 1.0) -> torch.Tensor:
     """Per channel of the group, its importance: the Ln norm of its producing conv/linear weights (summed over
     the group's producing layers) or the |scale| of its BatchNorms."""
-    total = torch.zeros(group.size, dtype=torch.float64)
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
+    total, found = torch.zeros(group.size, dtype=torch.float64), False
     for p in group.producers:
         module = model.get_submodule(p.module)
-        is_layer = isinstance(module, (nn.Conv2d, nn.Linear))
-        if (importance == "magnitude") != is_layer or (importance == "bn-scale" and
-                                                        not isinstance(module, nn.modules.batchnorm._BatchNorm)):
+        if importance == "magnitude" and isinstance(module, (nn.Conv2d, nn.Linear)):
+            w = _weight(module).cpu().contiguous()
+            per_row = torch.norm(w, p=norm, dim=tuple(range(1, w.dim())))
+        elif importance == "bn-scale" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            per_row = _weight(module).cpu().abs()
+        else:
             continue
-        w = _weight(module).cpu().contiguous()
-        per_row = torch.norm(w, p=norm, dim=tuple(range(1, w.dim()))) if importance == "magnitude" else w.abs()
         total += per_row[list(p.index)].double()
-    if importance == "bn-scale" and not total.any():
-        raise ConfigError(f"--prune-importance bn-scale: group {group.name} has no BatchNorm scale to rank by; use "
+        found = True
+    if not found:
+        raise ConfigError(f"--prune-importance {importance}: group {group.name} has no "
+                          f"{'BatchNorm scale' if importance == 'bn-scale' else 'conv/linear weight'} to rank by; use "
                           "--prune-importance magnitude")
     return total
 
