@@ -275,6 +275,11 @@ def test_cli_prunes_a_users_batchnorm_residual_model_structurally(tmp_path, user
     masked = load_model(out / "models" / "pruned-seed0.safetensors", arch=f"{user_model_file}:build")
     assert count_params(small) == pruned["params_present"]
     assert max_difference(masked, small) < 1e-5
+    # bench on the run: both networks quantized with the run's own calibration images, re-read from its config
+    assert main(["bench", str(out), "--batches", "4", "--threads", "1", "--seconds", "0.01",
+                 "--arch", f"{user_model_file}:build"]) == 0
+    bench = json.loads((out / "bench.json").read_text())["models"]["pruned-seed0"]
+    assert {"eager slimmed", "ORT slimmed", "ORT int8", "ORT int8 slimmed"} <= {r["variant"] for r in bench["rows"]}
 
 
 def test_cli_auto_ratios_come_from_a_validation_split(tmp_path, user_model_file):

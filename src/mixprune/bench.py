@@ -309,9 +309,36 @@ def bench_targets(path: Path, seed: int | None = None) -> dict[str, Target]:
     return out
 
 
+def run_calibration(run_dir: Path) -> torch.Tensor | None:
+    """The calibration images a run quantized with (its first training images, normalized as it normalized
+    them), re-read from the run's config; None where that data cannot be loaded here or the run's data came
+    from Python code (its results then name another dataset than its config)."""
+    from .errors import MixpruneError
+    from .config import load_config_file
+    from .data import Images
+    from .measure import CALIBRATION_IMAGES
+    from .paths import RunPaths
+    from .results import load_results
+    from .study import prepare_dataset
+
+    paths = RunPaths(run_dir)
+    try:
+        cfg = load_config_file(paths.config_toml)
+        recorded = load_results(paths.results_json).get("data", {}).get("dataset")
+        ds = prepare_dataset(cfg, None)
+    except (MixpruneError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if recorded != ds.name:
+        return None
+    mean, std = ds.normalization()
+    return Images(ds.train_x[:CALIBRATION_IMAGES], mean, std)[:]
+
+
 def bench_models(targets: dict[str, Target], batches: tuple[int, ...], threads: tuple[int, ...] | None,
-                 min_run_time: float, arch: str | None = None) -> dict[str, Any]:
-    """bench_model for every target (the CLI prints it, then saves it as bench.json)."""
+                 min_run_time: float, arch: str | None = None,
+                 calibration_x: torch.Tensor | None = None) -> dict[str, Any]:
+    """bench_model for every target (the CLI prints it, then saves it as bench.json); with calibration images,
+    both the dense and the slimmed network are quantized here, else a run's own int8 file is timed."""
     import platform
 
     from .export import load_model
@@ -321,6 +348,6 @@ def bench_models(targets: dict[str, Target], batches: tuple[int, ...], threads: 
                               "models": {}}
     for label, (model_path, int8_path, int8_network) in targets.items():
         rows, lines, macs = bench_model(load_model(model_path, arch), batches, threads, min_run_time,
-                                        int8_path=int8_path, int8_network=int8_network)
+                                        calibration_x=calibration_x, int8_path=int8_path, int8_network=int8_network)
         result["models"][label] = {"file": str(model_path), "rows": rows, "verdicts": lines, "macs": macs}
     return result

@@ -268,7 +268,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_models, bench_targets
+    from .bench import bench_models, bench_targets, run_calibration
 
     from .backends import available_cores
 
@@ -284,8 +284,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         err.print(f"mixprune: note: {out_json.parent} is read-only; results are printed, not saved to bench.json",
                   markup=False, highlight=False)
         out_json = None
+    calibration = run_calibration(Path(args.path)) if Path(args.path).is_dir() else None
     result = bench_models(targets, tuple(args.batches), tuple(args.threads) if args.threads else None, args.seconds,
-                          arch=args.arch)
+                          arch=args.arch, calibration_x=calibration)
     for label, entry in result["models"].items():
         t = Table(title=f"{label}: median ms (IQR) per forward pass")
         cols = sorted({(r["threads"], r["batch"]) for r in entry["rows"]})
