@@ -155,11 +155,27 @@ def test_keep_and_ratio_errors(user_model_file):
         ratios_for(groups, 0.2, 0.2, {"stem.1": 0.5})
 
 
-def test_a_layer_that_does_not_map_zero_to_zero_is_refused():
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Sigmoid(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+class FixedWidth(nn.Module):
+    """Code that names a width Torch-Pruning cannot see: it reads channels 0-7 one by one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.conv(x).mean((2, 3))
+        return self.fc(torch.stack([x[:, i] for i in range(8)], 1))
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 8, 3), nn.Sigmoid(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)),
+     "changes what it computes"),
+    (FixedWidth(), "does not run once channels are removed"),
+])
+def test_a_network_that_slimming_would_change_is_refused(model, message):
     model.input_shape = (1, 8, 8)
     groups = unit_groups(model)
-    with pytest.raises(ConfigError, match="changes what it computes"):
+    with pytest.raises(ConfigError, match=message):
         check_exact(model, groups, structured_keep(model, groups, ratios_for(groups, 0.5, 0.5)))
 
 

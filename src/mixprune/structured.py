@@ -308,7 +308,16 @@ def check_exact(model: nn.Module, groups: list[UnitGroup], keep: dict[str, torch
     from .pruning import make_permanent
 
     masked = make_permanent(attach_unit_masks(copy.deepcopy(model).cpu(), unit_masks(model, groups, keep)))
-    diff = max_difference(masked, slim_any(masked))
+    try:
+        diff = max_difference(masked, slim_any(masked))
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a network whose code fixes a width (a reshape with constants, say)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"--prune-method structured: {getattr(model, 'arch', 'the model')} does not run once "
+                          f"channels are removed ({type(exc).__name__}: {first}); its code fixes a width that "
+                          "Torch-Pruning cannot see; use --keep for the layers around it, or --prune-method "
+                          "unstructured") from None
     if not diff <= EXACT_TOLERANCE:
         raise ConfigError(f"--prune-method structured: removing channels of {getattr(model, 'arch', 'the model')} "
                           f"changes what it computes (relative difference {diff:.2g} on random inputs): a layer "
