@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,12 +92,16 @@ def test_groups_couple_residual_batchnorm_and_depthwise(user_model_file):
     assert groups["a.0"].size == 12 and groups["fc1"].size == 16
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "torchvision:resnet18", "torchvision:mobilenet_v3_small", "user"])
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "my_model.py") + ":build"
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "torchvision:resnet18", "torchvision:mobilenet_v3_small", EXAMPLE, "user"])
 def test_slimmed_network_computes_what_the_masked_one_does(arch, user_model_file):
     if arch == "user":
         model = user_model(user_model_file)
     else:
-        model = build_model(arch, (1, 28, 28), 10, torch.Generator().manual_seed(0)).eval()
+        model = build_model(arch, (3, 32, 32) if arch == EXAMPLE else (1, 28, 28), 10,
+                            torch.Generator().manual_seed(0)).eval()
     masked, keep = structurally_pruned(copy.deepcopy(model), 0.5, 0.5)
     small = slim_any(masked)
     assert count_params(small) < 0.6 * count_params(model)
