@@ -216,15 +216,18 @@ class MixupConfig(Checked):
 @dataclass(frozen=True)
 class PruneConfig(Checked):
     SECTION = "prune"
-    conv_amount: float = opt(0.2, "fraction of each conv layer's weights removed by L1 magnitude (paper: 0.2)",
+    conv_amount: float = opt(0.2, "fraction of each conv layer's weights removed by L1 magnitude (paper: 0.2); "
+                             "structured: of each group's channels, for groups whose first layer is a conv",
                              flag="--conv-amount", lo=0.0, hi=1.0, hi_open=True)
-    fc_amount: float = opt(0.3, "fraction of each FC layer's weights removed by L1 magnitude (paper: 0.3)",
+    fc_amount: float = opt(0.3, "fraction of each FC layer's weights removed by L1 magnitude (paper: 0.3); "
+                           "structured: of each group's channels, for groups whose first layer is linear",
                            flag="--fc-amount", lo=0.0, hi=1.0, hi_open=True)
     sparsity: float | None = opt(None, "one fraction for every layer: sets both conv_amount and fc_amount (and "
                                  "wins over them); the axis of sparsity sweeps", flag="--sparsity", lo=0.0, hi=1.0,
                                  hi_open=True)
     scope: str = opt("layerwise", "layerwise: each layer loses its own fraction (paper); global: the same "
-                     "number of weights is removed, chosen by magnitude across all layers",
+                     "number of weights is removed, chosen by magnitude across all layers (structured: channels, "
+                     "by their score relative to their group's mean)",
                      flag="--prune-scope", choices=("layerwise", "global"))
     method: str = opt("unstructured", "unstructured: individual weights by |w| (paper); structured: whole channels "
                       "(conv filters, FC neurons, with everything coupled to them: residual adds, BatchNorm, "
