@@ -151,3 +151,24 @@ def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
         with pytest.raises(OutputError, match="another mixprune process is writing to"):
             run_sweep(base, {"mixup.alpha": [0.2]}, out)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_quick_sweep_measures_accuracy_only_and_still_reports(tmp_path):
+    """--quick (bench.quick): test metrics, counts and the fp32 file per model; the sweep and its reports work."""
+    from mixprune.compare import write_collection_report
+
+    ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
+    base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
+                                          "bench.quick": True})
+    assert not base.bench.latency and not base.bench.onnx
+    run_sweep(base, {"prune.fc_amount": [0.3, 0.5]}, tmp_path / "sw", dataset=ds)
+    for run in sorted((tmp_path / "sw" / "runs").iterdir()):
+        results = json.loads((run / "results.json").read_text())
+        m = results["models"]["pruned"]["seeds"]["0"]
+        assert {"test_accuracy", "params_nonzero", "macs_slim", "size_bytes_fp32", "gzip_bytes_fp32"} <= set(m)
+        assert not {"noise_accuracy", "size_bytes_fp16", "size_bytes_onnx", "latency_ms_batch1"} & set(m)
+        assert sorted(p.name for p in (run / "models").iterdir()) == sorted(
+            f"{n}-seed0.safetensors" for n in ("baseline", "mixup", "pruned", "mixup_pruned"))
+        assert "not testable here" in (run / "report.md").read_text()
+    write_collection_report(tmp_path / "sw")
+    assert (tmp_path / "sw" / "report.md").is_file()

@@ -311,6 +311,14 @@ class BenchConfig(Checked):
                      flag="--onnx")
     min_run_time: float = opt(0.5, "seconds of timed runs per latency measurement", flag="--bench-seconds",
                               lo=0.0, lo_open=True)
+    quick: bool = opt(False, "training and accuracy only: test metrics, parameter and MAC counts and the fp32 "
+                      "safetensors file; no latency, ONNX, robustness, other files or their decoded checks (sets "
+                      "--no-latency --no-onnx); default: measure everything", flag="--quick")
+
+    def check(self) -> None:
+        if self.quick:
+            object.__setattr__(self, "latency", False)
+            object.__setattr__(self, "onnx", False)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -34,6 +33,8 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_class
     """test_accuracy (%), test_loss (mean CE), confusion (list of lists) and per-class scores."""
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
+    from torchmetrics.functional.classification import multiclass_confusion_matrix  # 2.5 s to import: only here
+
     logits, labels = logits.float().cpu(), labels.cpu()
     num_classes = num_classes or logits.shape[1]
     preds = logits.argmax(1)

@@ -94,10 +94,14 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     last = [r.test_accuracy for r in trained.history[-3:]]
     if last:
         metrics["test_accuracy_range_last3"] = max(last) - min(last)
-    metrics.update(robustness(model, logits, data, seed))
     small = slimmed(model)
     metrics.update(params_present=count_params(small), macs_slim=macs_per_image(small),
                    macs_effective=effective_macs(model), **shape_record(small))
+    if cfg.bench.quick:  # training and accuracy only: the model's file, nothing derived from it
+        path = paths.model_file(name, seed, "safetensors")
+        metrics.update(size_bytes_fp32=save_safetensors(model, path), gzip_bytes_fp32=gzip_size(path))
+        return metrics
+    metrics.update(robustness(model, logits, data, seed))
     metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load))
     return metrics
 
