@@ -28,7 +28,7 @@ MEASURE, RECORD, ONNX = ("measure.py", "measure"), ("measure.py", "record"), ("m
 MEASUREMENT = [  # inside measure.measure: (function, the caller whose calls count)
     ("test metrics", [(("engine.py", "predict"), MEASURE), (("evaluation.py", "classification_metrics"), MEASURE)]),
     ("robustness (noise, FGSM, ECE)", [(("measure.py", "robustness"), MEASURE)]),
-    ("slimming and counting", [(("measure.py", "slimmed"), MEASURE), (("counting.py", "macs_per_image"), MEASURE),
+    ("slimming and counting", [(("structured.py", "slim_network"), MEASURE), (("counting.py", "macs_per_image"), MEASURE),
                                (("counting.py", "effective_macs"), MEASURE),
                                (("counting.py", "count_nonzero"), MEASURE)]),
     ("gzip sizes", [(("export.py", "gzip_size"), RECORD)]),

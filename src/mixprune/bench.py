@@ -69,6 +69,9 @@ def _ort_runner(path: Path, batch: int, threads: int, shape: tuple[int, int, int
     return lambda: session.run(["logits"], {"input": x})
 
 
+INT8_OF = {"ORT fp32": "ORT int8", "ORT slimmed": "ORT int8 slimmed"}  # each fp32 variant's static int8 twin
+
+
 def bench_model(model: nn.Module, batches: tuple[int, ...] = (1, 32, 256), threads: tuple[int, ...] | None = None,
                 min_run_time: float = 0.3, calibration_x: torch.Tensor | None = None,
                 int8_path: Path | None = None, int8_network: str = "as stored"
@@ -96,10 +99,10 @@ def bench_model(model: nn.Module, batches: tuple[int, ...] = (1, 32, 256), threa
             onnx_files["ORT slimmed"] = Path(tmp) / "slim.onnx"
             export_onnx(small, onnx_files["ORT slimmed"])
         if calibration_x is not None:
-            for label in list(onnx_files):
-                q = Path(tmp) / f"{len(onnx_files)}.int8.onnx"
-                quantize_onnx_int8(onnx_files[label], q, calibration_x)
-                onnx_files[label.replace("fp32", "int8") if label == "ORT fp32" else "ORT int8 slimmed"] = q
+            for label, fp32 in list(onnx_files.items()):
+                quantized = fp32.with_suffix(".int8.onnx")
+                quantize_onnx_int8(fp32, quantized, calibration_x)
+                onnx_files[INT8_OF[label]] = quantized
         elif int8_path is not None:
             onnx_files["ORT int8 slimmed" if int8_network == "slimmed" else "ORT int8"] = int8_path
         for label, path in onnx_files.items():
@@ -313,9 +316,9 @@ def run_calibration(run_dir: Path) -> torch.Tensor | None:
     """The calibration images a run quantized with (its first training images, normalized as it normalized
     them), re-read from the run's config; None where that data cannot be loaded here or the run's data came
     from Python code (its results then name another dataset than its config)."""
-    from .errors import MixpruneError
     from .config import load_config_file
-    from .data import Images
+    from .errors import MixpruneError
+    from .jobs import prepare_tensors
     from .measure import CALIBRATION_IMAGES
     from .paths import RunPaths
     from .results import load_results
@@ -330,8 +333,7 @@ def run_calibration(run_dir: Path) -> torch.Tensor | None:
         return None
     if recorded != ds.name:
         return None
-    mean, std = ds.normalization()
-    return Images(ds.train_x[:CALIBRATION_IMAGES], mean, std)[:]
+    return prepare_tensors(ds, torch.device("cpu")).train_x[:CALIBRATION_IMAGES]  # as the run's measure() took them
 
 
 def bench_models(targets: dict[str, Target], batches: tuple[int, ...], threads: tuple[int, ...] | None,

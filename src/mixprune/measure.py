@@ -49,11 +49,6 @@ CALIBRATION_IMAGES = 1000  # first training images, for int8 activation ranges
 NOISE_SIGMA, FGSM_EPSILON = 0.3, 0.05  # in normalized input units (the paper's inputs span [-1, 1])
 
 
-def slimmed(model: nn.Module) -> nn.Module:
-    """The smaller dense network without removable units (structured.slim_network)."""
-    return slim_network(model)
-
-
 def shape_record(small: nn.Module) -> dict[str, Any]:
     """What slimming kept: LeNet-5's four widths, or per channel group of any network the channels removed."""
     if isinstance(small, LeNet5):
@@ -68,7 +63,7 @@ def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
     threads = cfg.threads or available_cores()
     out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
                            for b in (1, 256)}
-    small = slimmed(trained.model)
+    small = slim_network(trained.model)
     if removed_any(trained.model, small):
         out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads) for b in (1, 256)})
     out.update(latency_device="cpu", latency_threads=threads)
@@ -94,7 +89,7 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
     last = [r.test_accuracy for r in trained.history[-3:]]
     if last:
         metrics["test_accuracy_range_last3"] = max(last) - min(last)
-    small = slimmed(model)
+    small = slim_network(model)
     metrics.update(params_present=count_params(small), macs_slim=macs_per_image(small),
                    macs_effective=effective_macs(model), **shape_record(small))
     if cfg.bench.quick:  # training and accuracy only: the model's file, nothing derived from it
@@ -143,7 +138,7 @@ def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module, logits
         record("slim", path, save_safetensors(small, path), True)
     if cfg.bench.onnx:
         out["onnx_network"] = "slimmed" if smaller else "as trained"
-        out.update(onnx_artifacts(small.to(data.test_y.device) if smaller else model, logits, data, paths.model_file(name, seed, "onnx"),
+        out.update(onnx_artifacts(small if smaller else model, logits, data, paths.model_file(name, seed, "onnx"),
                                   paths.model_file(name, seed, "int8.onnx"), record))
     return out
 

@@ -106,7 +106,8 @@ def cubic_fraction(step: int, end_step: int) -> float:
     return 1.0 - (1.0 - max(step, 0) / end_step) ** 3
 
 
-def _keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+def keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Bool tensor of scores' shape: True at its n_keep largest entries (torch.topk's choice among ties)."""
     keep = torch.zeros(scores.numel(), dtype=torch.bool)
     if n_keep > 0:
         keep[torch.topk(scores.flatten(), n_keep).indices] = True
@@ -123,11 +124,11 @@ def shrink_masks(model: nn.Module, final_counts: dict[str, int], fraction: float
               .cpu().contiguous() for n, m in layers.items()}
     if scope == "global":
         flat = torch.cat([s.flatten() for s in scores.values()])
-        keep = _keep_top(flat, flat.numel() - round(fraction * sum(final_counts.values())))
+        keep = keep_top(flat, flat.numel() - round(fraction * sum(final_counts.values())))
         parts = keep.split([s.numel() for s in scores.values()])
         new = {n: p.view(scores[n].shape) for n, p in zip(scores, parts)}
     else:
-        new = {n: _keep_top(s, s.numel() - round(fraction * final_counts[n])) for n, s in scores.items()}
+        new = {n: keep_top(s, s.numel() - round(fraction * final_counts[n])) for n, s in scores.items()}
     with torch.no_grad():
         for n, m in layers.items():
             m.weight_mask.copy_(m.weight_mask.bool().cpu() & new[n])

@@ -28,6 +28,7 @@ from torch.nn.utils import prune
 
 from .errors import ConfigError
 from .models import LeNet5, example_input
+from .pruning import cubic_fraction, keep_top, make_permanent
 
 EXACT_TOLERANCE = 1e-4  # max |slimmed - masked| relative to the logits' scale, on random inputs
 IMPORTANCES = ("magnitude", "bn-scale")
@@ -110,7 +111,11 @@ def unit_groups(model: nn.Module, keep: tuple[str, ...] = ()) -> list[UnitGroup]
     """The model's prunable channel groups in forward order; groups touching the classifier or a `keep` layer
     are left out."""
     check_keep(model, keep)
-    graph = dependency_graph(model)
+    return _groups(model, dependency_graph(model), keep)
+
+
+def _groups(model: nn.Module, graph, keep: tuple[str, ...] = ()) -> list[UnitGroup]:
+    """unit_groups from the model's dependency graph, already traced."""
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
     fixed = [model.get_submodule(n) for n in (classifier(model), *keep)]
@@ -173,12 +178,6 @@ def _n_remove(group: UnitGroup, ratio: float) -> int:
     return n
 
 
-def _keep_top(score: torch.Tensor, n_keep: int) -> torch.Tensor:
-    keep = torch.zeros(score.numel(), dtype=torch.bool)
-    keep[torch.topk(score, n_keep).indices] = True
-    return keep
-
-
 def structured_keep(model: nn.Module, groups: list[UnitGroup], ratios: dict[str, float], importance: str = "magnitude",
                     norm: float = 1.0, scope: str = "layerwise") -> dict[str, torch.Tensor]:
     """Per group, a bool vector of the channels kept. layerwise: each group loses round(ratio * channels) of
@@ -188,14 +187,14 @@ def structured_keep(model: nn.Module, groups: list[UnitGroup], ratios: dict[str,
     ranked = {g.name: scores(model, g, importance, norm) for g in groups}
     if scope == "layerwise":
         # float32 scores for the ranking: LeNet-5's single-layer groups rank exactly as LnStructured does
-        return {g.name: _keep_top(ranked[g.name].float(), g.size - counts[g.name]) for g in groups}
+        return {g.name: keep_top(ranked[g.name].float(), g.size - counts[g.name]) for g in groups}
     if scope != "global":
         raise ValueError(f"pruning scope must be 'layerwise' or 'global', got {scope!r}")
     relative = {n: s / s.mean().clamp_min(1e-30) for n, s in ranked.items()}
     for n, r in relative.items():
         r[torch.argmax(r)] = float("inf")  # the best channel of every group stays
     flat = torch.cat(list(relative.values()))
-    keep = _keep_top(flat, flat.numel() - sum(counts.values()))
+    keep = keep_top(flat, flat.numel() - sum(counts.values()))
     return dict(zip(relative, keep.split([g.size for g in groups])))
 
 
@@ -255,7 +254,11 @@ def _zero_channels(model: nn.Module, group: UnitGroup) -> list[int]:
 def shrink(model: nn.Module, removed: dict[str, list[int]]) -> nn.Module:
     """Remove the given channels of each group (root layer name -> channel indices) with Torch-Pruning, in
     place; records model.pruned_channels (root -> count) for describe() and files."""
-    graph = dependency_graph(model)
+    return _shrink(model, dependency_graph(model), removed)
+
+
+def _shrink(model: nn.Module, graph, removed: dict[str, list[int]]) -> nn.Module:
+    """shrink with the model's dependency graph, already traced."""
     for name, idxs in removed.items():
         if idxs:
             module = model.get_submodule(name)
@@ -271,12 +274,13 @@ def slim_any(model: nn.Module) -> nn.Module:
     if any(prune.is_pruned(m) for m in model.modules()):
         raise ValueError("slimming needs permanent weights: call make_permanent(model) first")
     small = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    graph = dependency_graph(small)  # traced once: the groups come from it, and it removes the channels
     removed = {}
-    for g in unit_groups(small):
+    for g in _groups(small, graph):
         dead = _zero_channels(small, g)
         named = next(p for p in g.producers if p.module == g.name)  # shrink indexes the named layer's channels
         removed[g.name] = [named.index[i] for i in (dead[:-1] if len(dead) == g.size else dead)]
-    return shrink(small, removed)
+    return _shrink(small, graph, removed)
 
 
 def slim_network(model: nn.Module) -> nn.Module:
@@ -305,8 +309,6 @@ def check_exact(model: nn.Module, groups: list[UnitGroup], keep: dict[str, torch
     """Mask a copy of model as planned, slim it, and compare the two on random inputs; ConfigError when the
     slimmed network computes something else (a layer between the channel and its readers that turns zero into
     something else, or normalizes across channels). Returns the relative difference."""
-    from .pruning import make_permanent
-
     masked = make_permanent(attach_unit_masks(copy.deepcopy(model).cpu(), unit_masks(model, groups, keep)))
     try:
         diff = max_difference(masked, slim_any(masked))
@@ -340,8 +342,6 @@ class GradualStructuredPruner:
         attach_unit_masks(model, unit_masks(model, groups, self.keep))
 
     def __call__(self, step: int) -> None:
-        from .pruning import cubic_fraction
-
         if step <= self.end_step and (step % self.every == 0 or step == self.end_step):
             self.prune_to(cubic_fraction(step, self.end_step))
 
@@ -350,7 +350,7 @@ class GradualStructuredPruner:
         for g in self.groups:
             score = scores(self.model, g, self.importance, self.norm).float()
             score[~self.keep[g.name]] = -1.0  # below every live channel: never brought back
-            self.keep[g.name] = _keep_top(score, g.size - round(fraction * self.final[g.name]))
+            self.keep[g.name] = keep_top(score, g.size - round(fraction * self.final[g.name]))
         with torch.no_grad():
             for (name, param), mask in unit_masks(self.model, self.groups, self.keep).items():
                 held = getattr(self.model.get_submodule(name), f"{param}_mask")
