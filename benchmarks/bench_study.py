@@ -66,7 +66,8 @@ def torchvision_root(tmp: Path) -> Path:
     return tmp
 
 
-def stock_study(root: Path, seed: int = 0, device: str = "cpu") -> dict[str, float]:
+def stock_study(root: Path, seed: int = 0, device: str = "cpu", epochs: int = EPOCHS,
+                ft_epochs: int = FT_EPOCHS) -> dict[str, float]:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
@@ -109,11 +110,11 @@ def stock_study(root: Path, seed: int = 0, device: str = "cpu") -> dict[str, flo
     torch.manual_seed(seed)
     acc = {}
     for name, mixup in (("baseline", False), ("mixup", True)):
-        dense = fit_stock(TutorialLeNet().to(device), EPOCHS, lambda e: 0.01 if e < 8 else 0.001, mixup, seed)
+        dense = fit_stock(TutorialLeNet().to(device), epochs, lambda e: 0.01 if e < 8 else 0.001, mixup, seed)
         acc[name] = evaluate(dense)
         for m in (dense.conv1, dense.conv2, dense.fc1, dense.fc2, dense.fc3):
             prune.l1_unstructured(m, "weight", amount=0.2 if isinstance(m, nn.Conv2d) else 0.3)
-        pruned = fit_stock(dense, FT_EPOCHS, lambda e: 0.001, mixup, seed + 1)
+        pruned = fit_stock(dense, ft_epochs, lambda e: 0.001, mixup, seed + 1)
         for m in (pruned.conv1, pruned.conv2, pruned.fc1, pruned.fc2, pruned.fc3):
             prune.remove(m, "weight")
         acc["pruned" if name == "baseline" else "mixup_pruned"] = evaluate(pruned)

@@ -43,3 +43,20 @@ def test_never_predicted_class_scores_zero_not_nan():
 def test_mismatched_shapes_rejected():
     with pytest.raises(ValueError, match="do not match"):
         classification_metrics(torch.zeros(3, 10), torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confusion_and_ece_equal_torchmetrics_exactly(seed):
+    """mixprune computes them itself (importing torchmetrics cost 2.4 s per run); same numbers, bit for bit."""
+    from torchmetrics.functional.classification import multiclass_calibration_error, multiclass_confusion_matrix
+
+    from mixprune.evaluation import confusion_matrix, expected_calibration_error
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(5000, 10, generator=g) * (1 + 4 * seed)  # seed 2: many confidences near 1.0
+    logits[:50] = 0.0  # ties: confidence exactly 1/10, prediction class 0
+    labels = torch.randint(0, 10, (5000,), generator=g)
+    assert torch.equal(confusion_matrix(logits.argmax(1), labels, 10),
+                       multiclass_confusion_matrix(logits.argmax(1), labels, num_classes=10))
+    reference = float(multiclass_calibration_error(logits.softmax(1), labels, num_classes=10, n_bins=15, norm="l1"))
+    assert expected_calibration_error(logits, labels) == reference

@@ -175,3 +175,28 @@ def test_weights_that_are_not_floats_are_refused(tmp_path, dtype):
                                           "dropout": "0.0"})
     with pytest.raises(ModelFileError, match="holds torch.(int64|bool|complex64) values"):
         load_model(path)
+
+
+def test_a_second_model_of_the_same_computation_gets_the_exporters_bytes(pruned, tmp_path):
+    """export_onnx runs the exporter once per computation and swaps weights in for the next model: the file is
+    byte for byte what the exporter writes for that model itself; a model whose BatchNorm the exporter folds
+    into its convolutions is exported every time."""
+    from mixprune import export
+    from mixprune.models import build_model
+
+    other = LeNet5(generator=torch.Generator().manual_seed(1))
+    other = make_permanent(attach_masks(other, l1_masks(other, 0.5, 0.5))).eval()  # state dict in pruned's order
+    export._ONNX_GRAPHS.clear()
+    export.export_onnx(other, tmp_path / "other.onnx")
+    assert len(export._ONNX_GRAPHS) == 1
+    assert export.computation_key(pruned) == export.computation_key(LeNet5())  # the same kernels: latency is shared
+    export.export_onnx(pruned, tmp_path / "swapped.onnx")
+    export._ONNX_GRAPHS.clear()
+    export.export_onnx(pruned, tmp_path / "exported.onnx")
+    assert (tmp_path / "swapped.onnx").read_bytes() == (tmp_path / "exported.onnx").read_bytes()
+    assert (tmp_path / "swapped.onnx").read_bytes() != (tmp_path / "other.onnx").read_bytes()
+
+    resnet = build_model("torchvision:resnet18", (1, 28, 28), 10, torch.Generator().manual_seed(0)).eval()
+    export._ONNX_GRAPHS.clear()
+    export.export_onnx(resnet, tmp_path / "r.onnx")
+    assert not export._ONNX_GRAPHS  # BatchNorm folded: the weights in the file are not the model's tensors

@@ -96,8 +96,10 @@ def _pump(events: Any, observer: Any, stop: threading.Event) -> None:
 
 
 def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, threads: int,
-              observer: Any, backend: str = "local", address: str | None = None) -> Iterator[Any]:
-    """Yield task_fn(shared, task, observer) for every task, as each finishes."""
+              observer: Any, backend: str = "local", address: str | None = None,
+              started: Callable[[], None] | None = None) -> Iterator[Any]:
+    """Yield task_fn(shared, task, observer) for every task, as each finishes; `started()` runs in this process
+    once the tasks run elsewhere (worker processes or Ray), before the first result is awaited."""
     if backend == "ray":
         yield from _run_ray(task_fn, tasks, shared, threads, observer, address)
         return
@@ -119,6 +121,8 @@ def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, th
                                initargs=(threads, shared, events))
     try:
         pending = {pool.submit(_call, task_fn, t) for t in tasks}
+        if started is not None:
+            started()
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("mixprune", "torch", "torchvision", "numpy", "safetensors", "torchmetrics", "rich", "onnx", "onnxruntime",
+PACKAGES = ("mixprune", "torch", "torchvision", "numpy", "safetensors", "rich", "onnx", "onnxruntime",
             "scikit-learn", "pillow", "timm", "torch-pruning")
 
 

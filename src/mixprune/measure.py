@@ -1,7 +1,7 @@
 """Measuring one trained model: test metrics, counts, robustness, deployable files and latency.
 
     metrics = measure(cfg, trained, data, paths, "pruned", seed)   # writes models/pruned-seed0.* as it goes
-    metrics.update(measure_latency(cfg, trained))
+    latency = measure_latency(cfg, {"pruned-seed0": trained.model})   # {label: figures}, once per distinct computation
 
 Every figure is measured here from the model or from the file it was written to: lossy files are
 decoded back into a model and scored on the evaluation split, ONNX files in ONNX Runtime.
@@ -10,6 +10,7 @@ decoded back into a model and scored on the evaluation split, ONNX files in ONNX
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .config import StudyConfig
 from .engine import Tensors, evaluate_loss_accuracy, generator, predict
 from .evaluation import classification_metrics, expected_calibration_error, fgsm_accuracy, noise_accuracy
 from .export import (
+    computation_key,
     export_onnx,
     gzip_size,
     latency_ms,
@@ -29,6 +31,7 @@ from .export import (
     quantize_onnx_int8,
     save_safetensors,
     save_sparse,
+    tensor_bytes,
     verify_onnx,
 )
 from .jobs import Trained
@@ -56,17 +59,32 @@ def shape_record(small: nn.Module) -> dict[str, Any]:
     return {"pruned_channels": dict(getattr(small, "pruned_channels", {}))}
 
 
-def measure_latency(cfg: StudyConfig, trained: Trained) -> dict[str, Any]:
-    """CPU latency at batch 1 and 256 (and of the slimmed network, when slimming removes units), with
-    --threads threads or all cores."""
-    cpu_model = copy.deepcopy(trained.model).cpu().to(memory_format=torch.contiguous_format)
+def _time_latency(cfg: StudyConfig, model: nn.Module, small: nn.Module | None) -> dict[str, Any]:
     threads = cfg.threads or available_cores()
-    out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads)
-                           for b in (1, 256)}
-    small = slim_network(trained.model)
-    if removed_any(trained.model, small):
-        out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads) for b in (1, 256)})
-    out.update(latency_device="cpu", latency_threads=threads)
+    cpu_model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
+    out: dict[str, Any] = {f"latency_ms_batch{b}": latency_ms(cpu_model, b, cfg.bench.min_run_time, threads,
+                                                              adaptive=True) for b in (1, 256)}
+    if small is not None:
+        out.update({f"latency_ms_slim_batch{b}": latency_ms(small, b, cfg.bench.min_run_time, threads, adaptive=True)
+                    for b in (1, 256)})
+    return {**out, "latency_device": "cpu", "latency_threads": threads}
+
+
+def measure_latency(cfg: StudyConfig, models: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
+    """CPU latency at batch 1 and 256 (and of the slimmed network, where slimming removes units) with --threads
+    threads or all cores, per model label; timed once per distinct computation (computation_key of the model
+    and of its slimmed network): models that run the same kernels on the same shapes share the figure, and
+    `latency_measured_on` names the model that was timed."""
+    timed: dict[tuple[str, str | None], tuple[str, dict[str, Any]]] = {}
+    out = {}
+    for label, model in models.items():
+        small = slim_network(model)
+        smaller = removed_any(model, small)
+        key = (computation_key(model), computation_key(small) if smaller else None)
+        if key not in timed:
+            timed[key] = (label, _time_latency(cfg, model, small if smaller else None))
+        first, figures = timed[key]
+        out[label] = {**figures, "latency_measured_on": first}
     return out
 
 
@@ -74,9 +92,10 @@ Loader = Callable[[Path], nn.Module]  # a model file -> the model it holds (expo
 
 
 def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, name: str, seed: int,
-            num_classes: int, load: Loader = load_model) -> dict[str, Any]:
+            num_classes: int, load: Loader = load_model, graphs: Path | None = None) -> dict[str, Any]:
     """Every metric of one model but latency: test metrics, counts, file sizes (the files are written here).
-    `load` decodes the lossy files for scoring (a user's network needs its own structure to load into)."""
+    `load` decodes the lossy files for scoring (a user's network needs its own structure to load into);
+    `graphs` holds ONNX files exported for other models of the run (export.export_template)."""
     model = trained.model.eval()
     logits = predict(model, data.test_x, cfg.train.eval_batch_size)
     metrics = classification_metrics(logits, data.test_y, num_classes)
@@ -97,7 +116,7 @@ def measure(cfg: StudyConfig, trained: Trained, data: Tensors, paths: RunPaths, 
         metrics.update(size_bytes_fp32=save_safetensors(model, path), gzip_bytes_fp32=gzip_size(path))
         return metrics
     metrics.update(robustness(model, logits, data, seed))
-    metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load))
+    metrics.update(write_artifacts(cfg, model, small, logits, data, paths, name, seed, load, graphs))
     return metrics
 
 
@@ -111,19 +130,23 @@ def robustness(model: nn.Module, logits: torch.Tensor, data: Tensors, seed: int)
 
 
 def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module, logits: torch.Tensor, data: Tensors,
-                    paths: RunPaths, name: str, seed: int, load: Loader = load_model) -> dict[str, Any]:
+                    paths: RunPaths, name: str, seed: int, load: Loader = load_model,
+                    graphs: Path | None = None) -> dict[str, Any]:
     """Write every deployable file of one model and measure each: bytes, gzip bytes, and for lossy
     encodings the test accuracy of the model decoded back from the file. The ONNX files hold the slimmed
     network where slimming removed anything (it computes what the model does), else the model."""
     out: dict[str, Any] = {}
+    scored: dict[str, float] = {}  # decoded weights -> accuracy: files that decode to the same model are scored once
 
     def record(kind: str, path: Path, size: int, lossy: bool) -> None:
         out[f"size_bytes_{kind}"] = size
         out[f"gzip_bytes_{kind}"] = gzip_size(path)
         if lossy:
             decoded = load(path).to(device=data.test_y.device)
-            out[f"test_accuracy_{kind}"] = evaluate_loss_accuracy(decoded, data.test_x, data.test_y,
-                                                                  cfg.train.eval_batch_size)[1]
+            key = weights_digest(decoded)
+            if key not in scored:
+                scored[key] = evaluate_loss_accuracy(decoded, data.test_x, data.test_y, cfg.train.eval_batch_size)[1]
+            out[f"test_accuracy_{kind}"] = scored[key]
 
     writers = (("fp32", "safetensors", lambda p: save_safetensors(model, p), False),
                ("fp16", "fp16.safetensors", lambda p: save_safetensors(model, p, torch.float16), True),
@@ -139,15 +162,25 @@ def write_artifacts(cfg: StudyConfig, model: nn.Module, small: nn.Module, logits
     if cfg.bench.onnx:
         out["onnx_network"] = "slimmed" if smaller else "as trained"
         out.update(onnx_artifacts(small if smaller else model, logits, data, paths.model_file(name, seed, "onnx"),
-                                  paths.model_file(name, seed, "int8.onnx"), record))
+                                  paths.model_file(name, seed, "int8.onnx"), record, graphs))
     return out
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A digest of the computation (computation_key) and every tensor's bytes: equal digests, equal outputs (the
+    fp16 file and the sparse fp16 file of a model decode to the same weights)."""
+    digest = hashlib.sha256(computation_key(model).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
 def onnx_artifacts(model: nn.Module, logits: torch.Tensor, data: Tensors, onnx_path: Path, int8_path: Path,
-                   record: Any) -> dict[str, Any]:
+                   record: Any, graphs: Path | None = None) -> dict[str, Any]:
     """The ONNX file and its static int8 twin, each verified in ONNX Runtime against PyTorch's logits."""
     test_x = data.test_x[:]  # normalized, as ONNX Runtime receives inputs
-    record("onnx", onnx_path, export_onnx(model, onnx_path), False)
+    record("onnx", onnx_path, export_onnx(model, onnx_path, graphs), False)
     out: dict[str, Any] = verify_onnx(onnx_path, logits, test_x, data.test_y)
     out["onnx_verified"] = (out["onnx_prediction_agreement"] >= ONNX_MIN_AGREEMENT and
                             abs(out["onnx_test_accuracy"] - 100.0 * (logits.argmax(1) == data.test_y).double()

@@ -256,6 +256,9 @@ def common_observations(results: dict) -> list[str]:
         out.append(f"ONNX: {len(checks) - len(failed)} of {len(checks)} exported models match PyTorch in ONNX Runtime "
                    f"on the whole test split (>= 99.9% identical predictions, accuracy within 0.05 points; lowest "
                    f"agreement {100 * worst:.2f}%)" + (f"; failed: {', '.join(failed)}." if failed else "."))
+    shared = latency_sharing(results)
+    if shared:
+        out.append(shared)
     smallest = smallest_artifact(results)
     if smallest:
         out.append(f"Smallest file written: {smallest}.")
@@ -264,6 +267,23 @@ def common_observations(results: dict) -> list[str]:
         out.append(f"These are {n_seeds} seed(s): too few for a verdict on significance; run with "
                    "`--seeds 0 1 2 3 4` or more.")
     return out
+
+
+def latency_sharing(results: dict) -> str | None:
+    """Which models' latency figures are one timing: models that run the same kernels on the same shapes
+    (measure.computation_key) are timed once; None where every model was timed itself."""
+    groups: dict[str, list[str]] = {}
+    for name, entry in results["models"].items():
+        for seed, m in entry["seeds"].items():
+            if "latency_measured_on" in m:
+                groups.setdefault(m["latency_measured_on"], []).append(f"{name}-seed{seed}")
+    others = {timed: [m for m in members if m != timed] for timed, members in groups.items()}
+    if not any(others.values()):
+        return None
+    parts = [f"{timed}'s for {', '.join(rest)}" for timed, rest in others.items() if rest]
+    return (f"Latency was timed once per distinct computation ({len(groups)} timing(s) for "
+            f"{sum(map(len, groups.values()))} models): models that run the same kernels on the same shapes share "
+            f"one figure, which removes timing noise from their comparison. Shared figures: {'; '.join(parts)}.")
 
 
 def claims_table(results: dict) -> str:

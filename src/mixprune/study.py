@@ -14,6 +14,7 @@ rewritten atomically after every model, so an interrupted study keeps everything
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -29,9 +30,9 @@ from .backends import available_cores, run_tasks
 from .cache import ModelCache, bench_key, data_fingerprint, model_key
 from .config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, with_overrides
 from .data import Dataset, load_dataset
-from .engine import EpochRecord, Tensors, generator, resolve_device
+from .engine import EpochRecord, Tensors, generator, memory_format, resolve_device
 from .errors import ConfigError, OutputError
-from .export import load_model
+from .export import export_template, load_model
 from .jobs import Chain, Problem, Trained, by_depth, on_device, prepare_tensors, rebuild_trained, run_chains
 from .machine import environment
 from .measure import measure, measure_latency
@@ -54,13 +55,16 @@ class Observer:
     def model_done(self, model: str, seed: int, metrics: dict) -> None: ...
 
 
-Task = tuple[StudyConfig, Problem, Design, tuple[Chain, ...], str | None]
+Task = tuple[StudyConfig, Problem, Design, tuple[Chain, ...], str | None, tuple[str, str | None] | None]
 
 
 def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any]]:
     """Worker entry: run a group of chains (stacked when there are several: group_chains makes such groups
-    only when stacking); return plain payloads (state dicts, histories), never pickled modules."""
-    cfg, problem, design, chains, fingerprint = task
+    only when stacking); return plain payloads (state dicts, histories), never pickled modules. With a run
+    directory (the local backend: the worker shares this machine's file system), the worker also measures each
+    model it trained and writes its files there, so that the models of different chains are measured side by
+    side, as they trained; the payload then carries the metrics."""
+    cfg, problem, design, chains, fingerprint, measuring = task
     device = resolve_device(cfg.device)
     data = on_device(data, device)
     stacked = len(chains) > 1
@@ -69,10 +73,35 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
         keys = {(seed, name): model_key(cfg, seed, name, fingerprint, device.type, torch.get_num_threads(),
                                         len(level) if stacked else None, design)
                 for level in by_depth(design, list(chains)) for seed, name in level}
-    return [{"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
-             "history": [r.as_dict() for r in t.history], "extra": t.extra, "cached": hit,
-             "key": keys[(seed, name)] if keys else None}
-            for seed, name, t, hit in run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked)]
+    start = time.perf_counter()
+    done = run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked)
+    worker = {"pid": os.getpid(), "training_seconds": time.perf_counter() - start}  # per-epoch evaluation included
+    payloads = []
+    for seed, name, t, hit in done:
+        key = keys[(seed, name)] if keys else None
+        payload = {"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
+                   "history": [r.as_dict() for r in t.history], "extra": t.extra, "cached": hit, "key": key,
+                   "worker": worker}
+        if measuring is not None:  # measured as the driver would measure it: rebuilt from the payload's state dict
+            rebuilt = rebuild_trained(cfg, problem, payload["state"], payload["history"], t.extra, device)
+            run_dir, graphs = measuring
+            payload.update(_measured(cfg, problem, rebuilt, data, RunPaths(Path(run_dir)), name, seed, key,
+                                     Path(graphs) if graphs else None))
+        payloads.append(payload)
+    return payloads
+
+
+def _measured(cfg: StudyConfig, problem: Problem, trained: Trained, data: Tensors, paths: RunPaths, name: str,
+              seed: int, key: str | None, graphs: Path | None = None) -> dict[str, Any]:
+    """{"metrics": every metric of one model but latency, "fresh": measured now, not taken from the cache}; its
+    files are written to (or copied from the cache into) `paths`."""
+    if cfg.cache_dir and key:
+        metrics = ModelCache(Path(cfg.cache_dir)).load_measured(key, bench_key(cfg),
+                                                                lambda sfx: paths.model_file(name, seed, sfx))
+        if metrics is not None:
+            return {"metrics": metrics, "fresh": False}
+    metrics = measure(cfg, trained, data, paths, name, seed, problem.num_classes, file_loader(cfg, problem), graphs)
+    return {"metrics": metrics, "fresh": True}
 
 
 def _stack_blocked(cfg: StudyConfig, problem: Problem | None) -> str | None:
@@ -260,7 +289,9 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     chains = [c for c in chains if c not in resumed]
     workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=problem.factory is not None)
     groups = group_chains(chains, workers, stacking(cfg, device, problem))
-    tasks: list[Task] = [(cfg, problem, design, group, fingerprint) for group in groups]
+    graphs = tempfile.mkdtemp(prefix="mixprune-onnx-") if cfg.bench.onnx and workers > 1 else None
+    measuring = (str(paths.root), graphs) if cfg.backend == "local" else None  # Ray nodes may not see these files
+    tasks: list[Task] = [(cfg, problem, design, group, fingerprint, measuring) for group in groups]
     note = (f"alpha 0 turns Mixup off: {' and '.join(design.label(n) for n in twins)} are "
             f"{' and '.join(design.label(n) for n in twins.values())}, trained and measured once") if twins else None
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(output_dir),
@@ -282,46 +313,68 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     kept_rows = [r for r in kept_rows if (int(r["seed"]), r["model"]) in set(resumed_models)]
     trained: dict[tuple[int, str], Trained] = {}
     fresh: dict[tuple[int, str], str | None] = {}  # models measured by this run (not the cache's) -> cache key
-    bench = bench_key(cfg)
-    load = file_loader(cfg, problem)
     order = {n: i for i, n in enumerate(design.names)}
     start = time.perf_counter()
     # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
     apart = device.type != "cpu" and (workers > 1 or cfg.backend == "ray")
     shared = prepare_tensors(ds, torch.device("cpu")) if apart else data
-    for payload in run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address):
-        for p in payload:
-            t = rebuild_trained(cfg, problem, p["state"], p["history"], p["extra"], device)
-            name, seed = p["name"], p["seed"]
-            trained[(seed, name)] = t
-            metrics = None
-            if cache is not None and p["key"]:
-                metrics = cache.load_measured(p["key"], bench, lambda sfx, n=name, s=seed: paths.model_file(n, s, sfx))
-            if p["cached"]:
-                results["execution"]["reused_models"].append(f"{name}-seed{seed}" + (" (measured)" if metrics else ""))
-            if metrics is None:
-                metrics = measure(cfg, t, data, paths, name, seed, ds.num_classes, load)
-                fresh[(seed, name)] = p["key"]
-            record(results, name, seed, metrics)
-            obs.model_done(name, seed, results["models"][name]["seeds"][str(seed)])
-            for twin in (n for n, src in twins.items() if src == name):
-                _mirror(results, trained, paths, seed, name, twin)
-        _write(results, trained, paths, order, kept_rows)
-    results["execution"]["train_wall_seconds"] = time.perf_counter() - start
+    busy: dict[int, float] = {}  # worker process -> seconds it spent training
+    try:
+        for payload in run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address,
+                                 started=lambda: _export_template(cfg, problem, device, graphs)):
+            if payload:
+                pid = payload[0]["worker"]["pid"]
+                busy[pid] = busy.get(pid, 0.0) + payload[0]["worker"]["training_seconds"]
+            for p in payload:
+                t = rebuild_trained(cfg, problem, p["state"], p["history"], p["extra"], device)
+                name, seed = p["name"], p["seed"]
+                trained[(seed, name)] = t
+                if "metrics" not in p:  # a Ray task: measured here
+                    p.update(_measured(cfg, problem, t, data, paths, name, seed, p["key"]))
+                if p["cached"]:
+                    results["execution"]["reused_models"].append(f"{name}-seed{seed}" +
+                                                                 ("" if p["fresh"] else " (measured)"))
+                if p["fresh"]:
+                    fresh[(seed, name)] = p["key"]
+                record(results, name, seed, p["metrics"])
+                obs.model_done(name, seed, results["models"][name]["seeds"][str(seed)])
+                for twin in (n for n, src in twins.items() if src == name):
+                    _mirror(results, trained, paths, seed, name, twin)
+            _write(results, trained, paths, order, kept_rows)
+    finally:
+        if graphs is not None:
+            shutil.rmtree(graphs, ignore_errors=True)
+    results["execution"]["train_wall_seconds"] = time.perf_counter() - start  # training and measuring
+    results["execution"]["training_seconds"] = max(busy.values(), default=0.0)  # the busiest worker's training
     if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
-        for (seed, name) in sorted(fresh, key=lambda k: (k[0], order[k[1]])):
-            results["models"][name]["seeds"][str(seed)].update(measure_latency(cfg, trained[(seed, name)]))
+        timed = sorted(fresh, key=lambda k: (k[0], order[k[1]]))
+        latencies = measure_latency(cfg, {f"{name}-seed{seed}": trained[(seed, name)].model for seed, name in timed})
+        for (seed, name) in timed:
+            results["models"][name]["seeds"][str(seed)].update(latencies[f"{name}-seed{seed}"])
             record(results, name, seed, results["models"][name]["seeds"][str(seed)])
             for twin in (n for n, src in twins.items() if src == name):
                 _mirror(results, trained, paths, seed, name, twin, files=False)
     if cache is not None:
         for (seed, name), key in fresh.items():
             if key:
-                cache.save_measured(key, bench, results["models"][name]["seeds"][str(seed)], paths.model_files(name, seed))
+                cache.save_measured(key, bench_key(cfg), results["models"][name]["seeds"][str(seed)],
+                                    paths.model_files(name, seed))
     results["claims"] = audit_claims(results) if paper_setting(results) else []
     results["complete"] = True  # a sweep skips this run when it meets it again
     _write(results, trained, paths, order, kept_rows)
     return results
+
+
+def _export_template(cfg: StudyConfig, problem: Problem, device: torch.device, graphs: str | None) -> None:
+    """While the workers train: export the run's initial network once into `graphs`, so that each worker swaps
+    its models' weights into that file instead of starting the ONNX exporter itself (export.export_template)."""
+    if graphs is None:
+        return
+    model = problem.build(cfg, generator(0, "init"), check=False).to(device=device, memory_format=memory_format(device))
+    try:
+        export_template(model, Path(graphs))
+    except Exception:  # noqa: BLE001 - only a head start: a worker exporting this network reports its own error
+        return
 
 
 def file_loader(cfg: StudyConfig, problem: Problem) -> Any:
