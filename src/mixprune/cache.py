@@ -170,3 +170,20 @@ class ModelCache:
             (d / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
         if (self.root / key).is_dir() and not (self.root / key / f"measured-{bench}").is_dir():
             self._publish(self.root / key / f"measured-{bench}", fill)
+
+
+class Preloaded:
+    """A task's cache where the cache directory may not be reachable (a Ray node): the entries the driver read for
+    the task (key -> load_trained's value). What the task trains comes back in its payload; the driver stores it."""
+
+    def __init__(self, entries: dict[str, Any]):
+        self.entries = dict(entries)
+
+    def load_trained(self, key: str) -> Any:
+        return self.entries.get(key)
+
+    def save_trained(self, key: str, state: dict[str, torch.Tensor], history: list[dict], extra: dict) -> None:
+        """Nothing here: the driver stores the payload."""
+
+    def drop(self, key: str) -> None:
+        self.entries.pop(key, None)

@@ -234,13 +234,14 @@ def by_depth(design: Design, chains: list[Chain]) -> list[list[tuple[int, str]]]
 
 
 def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors, chains: list[Chain], obs: Any,
-               keys: dict[tuple[int, str], str] | None = None, stacking: bool = False
+               keys: dict[tuple[int, str], str] | None = None, stacking: bool = False, store: Any = None
                ) -> list[tuple[int, str, Trained, bool]]:
     """Train every variant of every chain, depth by depth; with stacking, each depth of several models is one
-    stacked pass of that size, whatever part of it the cache already holds. With cfg.cache_dir and keys, a
-    model already in the cache is loaded, not trained. Returns (seed, name, trained, from the cache) in chain
-    order."""
-    cache = ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir and keys else None
+    stacked pass of that size, whatever part of it the cache already holds. With keys, a model already in the
+    cache (`store`: a cache.ModelCache or cache.Preloaded; by default cfg.cache_dir's) is loaded, not trained.
+    Returns (seed, name, trained, from the cache) in chain order."""
+    cache = store if store is not None else ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir else None
+    cache = cache if keys else None
     done: dict[tuple[int, str], tuple[Trained, bool]] = {}
     for level in by_depth(design, chains):
         stack = len(level) if stacking and len(level) > 1 else 0

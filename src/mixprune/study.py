@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 from .atomic import atomic_path, ensure_dir, exclusive_dir, read_text_capped, swap_dirs, write_text_atomic
 from .audit import audit_claims, paper_setting
 from .backends import available_cores, run_tasks
-from .cache import ModelCache, bench_key, data_fingerprint, model_key
+from .cache import ModelCache, Preloaded, bench_key, data_fingerprint, model_key
 from .config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, with_overrides
 from .data import Dataset, load_dataset
 from .engine import EpochRecord, Tensors, generator, memory_format, resolve_device
@@ -55,7 +56,16 @@ class Observer:
     def model_done(self, model: str, seed: int, metrics: dict) -> None: ...
 
 
-Task = tuple[StudyConfig, Problem, Design, tuple[Chain, ...], str | None, tuple[str, str | None] | None]
+@dataclass(frozen=True)
+class Task:
+    """One worker task: chains to train (stacked when several), and how the worker reaches the cache and the run."""
+    cfg: StudyConfig
+    problem: Problem
+    design: Design
+    chains: tuple[Chain, ...]
+    fingerprint: str | None  # the data's, for cache keys (None: no cache)
+    measuring: tuple[str, str | None] | None = None  # (run directory, ONNX graphs directory): measure in the worker
+    cached: dict[str, Any] | None = None  # cache entries read by the driver for a worker that cannot see the cache
 
 
 def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any]]:
@@ -64,7 +74,7 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
     directory (the local backend: the worker shares this machine's file system), the worker also measures each
     model it trained and writes its files there, so that the models of different chains are measured side by
     side, as they trained; the payload then carries the metrics."""
-    cfg, problem, design, chains, fingerprint, measuring = task
+    cfg, problem, design, chains, fingerprint = task.cfg, task.problem, task.design, task.chains, task.fingerprint
     device = resolve_device(cfg.device)
     data = on_device(data, device)
     stacked = len(chains) > 1
@@ -74,7 +84,8 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
                                         len(level) if stacked else None, design)
                 for level in by_depth(design, list(chains)) for seed, name in level}
     start = time.perf_counter()
-    done = run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked)
+    store = Preloaded(task.cached) if task.cached is not None else None  # None: run_chains opens cfg.cache_dir
+    done = run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked, store)
     worker = {"pid": os.getpid(), "training_seconds": time.perf_counter() - start}  # per-epoch evaluation included
     payloads = []
     for seed, name, t, hit in done:
@@ -82,13 +93,24 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
         payload = {"name": name, "seed": seed, "state": {k: v.cpu() for k, v in t.model.state_dict().items()},
                    "history": [r.as_dict() for r in t.history], "extra": t.extra, "cached": hit, "key": key,
                    "worker": worker}
-        if measuring is not None:  # measured as the driver would measure it: rebuilt from the payload's state dict
+        if task.measuring is not None:  # measured as the driver would measure it: rebuilt from the payload's state
             rebuilt = rebuild_trained(cfg, problem, payload["state"], payload["history"], t.extra, device)
-            run_dir, graphs = measuring
+            run_dir, graphs = task.measuring
             payload.update(_measured(cfg, problem, rebuilt, data, RunPaths(Path(run_dir)), name, seed, key,
                                      Path(graphs) if graphs else None))
         payloads.append(payload)
     return payloads
+
+
+def _cached_for(cfg: StudyConfig, cache: ModelCache | None, design: Design, chains: tuple[Chain, ...],
+                fingerprint: str | None, device: torch.device, threads: int) -> dict[str, Any]:
+    """The cache entries a Ray task may reuse, read here: keys as the task computes them (its thread count,
+    this run's device; Ray tasks never stack)."""
+    if cache is None or fingerprint is None:
+        return {}
+    keys = [model_key(cfg, seed, name, fingerprint, device.type, threads, None, design)
+            for level in by_depth(design, list(chains)) for seed, name in level]
+    return {k: hit for k in keys if (hit := cache.load_trained(k)) is not None}
 
 
 def _measured(cfg: StudyConfig, problem: Problem, trained: Trained, data: Tensors, paths: RunPaths, name: str,
@@ -124,7 +146,7 @@ def stacking(cfg: StudyConfig, device: torch.device, problem: Problem | None = N
 
 def _stack_note(cfg: StudyConfig, problem: Problem, tasks: list[Task]) -> str | None:
     """Why --stack-models trained nothing together, when it was asked for and did not."""
-    if not cfg.train.stack_models or any(len(t[3]) > 1 for t in tasks):
+    if not cfg.train.stack_models or any(len(t.chains) > 1 for t in tasks):
         return None
     why = _stack_blocked(cfg, problem) or "one chain per worker, nothing to stack (fewer --workers would stack them)"
     return f"--stack-models: {why}; models trained separately"
@@ -290,14 +312,18 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=problem.factory is not None)
     groups = group_chains(chains, workers, stacking(cfg, device, problem))
     graphs = tempfile.mkdtemp(prefix="mixprune-onnx-") if cfg.bench.onnx and workers > 1 else None
-    measuring = (str(paths.root), graphs) if cfg.backend == "local" else None  # Ray nodes may not see these files
-    tasks: list[Task] = [(cfg, problem, design, group, fingerprint, measuring) for group in groups]
+    if cfg.backend == "local":  # workers see this machine's files: they measure their models and use the cache
+        tasks = [Task(cfg, problem, design, group, fingerprint, (str(paths.root), graphs)) for group in groups]
+    else:  # Ray nodes may not see them: the driver reads the cache for them, stores what they train, and measures
+        task_cfg = dataclasses.replace(cfg, device=device.type)  # a GPU node must not pick CUDA on its own
+        tasks = [Task(task_cfg, problem, design, group, fingerprint, None,
+                      _cached_for(cfg, cache, design, group, fingerprint, device, threads)) for group in groups]
     note = (f"alpha 0 turns Mixup off: {' and '.join(design.label(n) for n in twins)} are "
             f"{' and '.join(design.label(n) for n in twins.values())}, trained and measured once") if twins else None
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(output_dir),
                                "config": to_dict(cfg), "environment": environment(device),
                                "execution": {"backend": cfg.backend, "workers": workers, "threads_per_worker": threads,
-                                             "stacked_chains": [len(t[3]) for t in tasks if len(t[3]) > 1],  # per stack
+                                             "stacked_chains": [len(t.chains) for t in tasks if len(t.chains) > 1],  # per stack
                                              "stack_note": _stack_note(cfg, problem, tasks),
                                              "reused_models": [], "note": note},
                                "data": _data_record(cfg, ds, device),
@@ -329,7 +355,9 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
                 t = rebuild_trained(cfg, problem, p["state"], p["history"], p["extra"], device)
                 name, seed = p["name"], p["seed"]
                 trained[(seed, name)] = t
-                if "metrics" not in p:  # a Ray task: measured here
+                if "metrics" not in p:  # a Ray task: stored in the cache and measured here
+                    if cache is not None and p["key"] and not p["cached"]:
+                        cache.save_trained(p["key"], p["state"], p["history"], p["extra"])
                     p.update(_measured(cfg, problem, t, data, paths, name, seed, p["key"]))
                 if p["cached"]:
                     results["execution"]["reused_models"].append(f"{name}-seed{seed}" +
