@@ -232,3 +232,15 @@ def test_sweep_end_to_end_on_real_subset(tmp_path, real_data_dir):
     assert "| mixup.alpha | baseline |" in res.stdout and len(list((out / "runs").iterdir())) == 2
     again = cli(*args)
     assert again.returncode == 0 and "2 cells (2 already complete)" in again.stderr
+
+
+def test_every_command_prints_its_help():
+    """Every option's help text renders (argparse formats it with %: a stray percent sign broke --help once)."""
+    from mixprune.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # the subcommands' parsers, by name
+    assert "reproduce" in commands and "sweep" in commands
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert name in text and "--help" in text, name

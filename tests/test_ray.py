@@ -69,3 +69,84 @@ def test_missing_ray_is_a_clear_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match="Ray is not installed; pip install 'mixprune\\[ray\\]'"):
         _start_ray(None)
+
+
+def test_connection_errors_say_what_is_wrong():
+    """Ray's own exception says only 'Failed to connect'; the cause is in the chained error or in the core's log."""
+    from mixprune.backends import _ray_error
+
+    failed = ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+    auth_log = "gcs_client.cc:210: Failed to get cluster ID from GCS server: Unauthenticated: RPC error: InvalidAuthToken"
+    auth = _ray_error("10.0.0.5:6379", failed, auth_log)
+    assert "RAY_AUTH_MODE=token" in auth and "RAY_AUTH_TOKEN_PATH" in auth and "\n" not in auth
+    mismatch = RuntimeError("Version mismatch: The cluster was started with:\n    Ray: 2.9.0\n    Python: 3.10.12\n"
+                            "This process on node 10.0.0.9 was started with:\n    Ray: 2.60.0\n    Python: 3.11.7")
+    version = _ray_error("10.0.0.5:6379", mismatch)
+    assert "differ in version" in version and "Ray: 2.9.0" in version and "\n" not in version
+    other = _ray_error("10.0.0.5:6379", failed, "rpc_client.h:153: Failed to connect to GCS within 5 seconds")
+    assert other.startswith("--address 10.0.0.5:6379: cannot connect to a Ray cluster") and "port 6379" in other
+
+
+def test_an_address_where_nothing_listens_is_refused_before_ray_tries():
+    """In a fresh process (this module's Ray instance is running here): a ConfigError at once."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import time, ray; from mixprune.backends import _start_ray; t = time.perf_counter()\n"
+            f"try: _start_ray('127.0.0.1:{port}')\n"
+            "except Exception as e: print(type(e).__name__, time.perf_counter() - t, ray.is_initialized(), e)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    kind, seconds, initialized, message = res.stdout.split(" ", 3)
+    assert kind == "ConfigError" and initialized == "False", res.stdout + res.stderr
+    assert message.startswith(f"--address 127.0.0.1:{port}: cannot connect") and "nothing answers" in message
+    assert float(seconds) < 10  # ray.init alone retries for ~80 s, then exits the process
+
+
+def test_task_failures_become_one_line_errors():
+    from mixprune.backends import WorkerDied, _task_failure
+    from mixprune.errors import ConfigError
+
+    missing = ray.exceptions.RayTaskError("_ray_entry", "Traceback ...", ModuleNotFoundError("No module named 'torch'"))
+    err = _task_failure(missing)
+    assert isinstance(err, ConfigError) and "No module named 'torch'" in str(err) and "every node" in str(err)
+    diverged = ray.exceptions.RayTaskError("_ray_entry", "Traceback ...", TrainingDiverged("loss became nan"))
+    assert isinstance(_task_failure(diverged), TrainingDiverged)
+    died = _task_failure(ray.exceptions.WorkerCrashedError())
+    assert isinstance(died, WorkerDied) and "run the same command again" in str(died)
+
+
+def test_tasks_ask_for_gpus_only_where_the_run_uses_them(local_ray):
+    from mixprune.backends import ray_gpus
+    from mixprune.errors import ConfigError
+
+    assert ray_gpus("cpu") == 0.0
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPUs"):  # this test's Ray instance has none
+        ray_gpus("cuda")
+
+
+def test_progress_reaches_the_driver_while_a_ray_task_runs(local_ray, tmp_path):
+    """The task waits until the driver has seen its first event: events delivered only when a task returns would
+    leave it waiting until its deadline (and the result False)."""
+    import time
+
+    from mixprune.backends import run_tasks
+
+    flag = tmp_path / "seen"
+
+    class Seen:
+        def epoch_end(self, *args):
+            flag.write_text(repr(args))
+
+    def task(shared, item, obs):
+        obs.epoch_end("baseline", item, 1)
+        deadline = time.monotonic() + 60
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return flag.exists()
+
+    assert list(run_tasks(task, [0], None, 1, 1, Seen(), backend="ray")) == [True]
+    assert flag.read_text() == "('baseline', 0, 1)"

@@ -310,7 +310,7 @@ class BenchConfig(Checked):
     onnx: bool = opt(True, "export every model to ONNX and verify it in ONNX Runtime on the whole test split",
                      flag="--onnx")
     min_run_time: float = opt(0.5, "at most this many seconds of timed runs per latency measurement; it stops "
-                              "sooner (after 0.1 s) once the runs' IQR is within 5% of their median",
+                              "sooner (after 0.1 s) once the IQR of the runs is within 5 percent of their median",
                               flag="--bench-seconds",
                               lo=0.0, lo_open=True)
     quick: bool = opt(False, "training and accuracy only: test metrics, parameter and MAC counts and the fp32 "

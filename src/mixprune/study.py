@@ -14,6 +14,7 @@ rewritten atomically after every model, so an interrupted study keeps everything
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -344,13 +345,17 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
     apart = device.type != "cpu" and (workers > 1 or cfg.backend == "ray")
     shared = prepare_tensors(ds, torch.device("cpu")) if apart else data
-    busy: dict[int, float] = {}  # worker process -> seconds it spent training
+    busy: dict[tuple[str | None, int], float] = {}  # worker process (node, pid) -> seconds it spent training
+    nodes: set[str] = set()  # where the tasks ran (Ray node ids)
     try:
+        head_start = functools.partial(_export_template, cfg, problem, device, graphs)  # while the workers train
         for payload in run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address,
-                                 started=lambda: _export_template(cfg, problem, device, graphs)):
+                                 started=head_start, device=device.type):
             if payload:
-                pid = payload[0]["worker"]["pid"]
-                busy[pid] = busy.get(pid, 0.0) + payload[0]["worker"]["training_seconds"]
+                worker = payload[0]["worker"]
+                nodes.add(worker.get("node", "this machine"))
+                busy[(worker.get("node"), worker["pid"])] = (busy.get((worker.get("node"), worker["pid"]), 0.0)
+                                                             + worker["training_seconds"])
             for p in payload:
                 t = rebuild_trained(cfg, problem, p["state"], p["history"], p["extra"], device)
                 name, seed = p["name"], p["seed"]
@@ -374,6 +379,8 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
             shutil.rmtree(graphs, ignore_errors=True)
     results["execution"]["train_wall_seconds"] = time.perf_counter() - start  # training and measuring
     results["execution"]["training_seconds"] = max(busy.values(), default=0.0)  # the busiest worker's training
+    if cfg.backend == "ray":
+        results["execution"]["ray_nodes"] = sorted(nodes)
     if cfg.bench.latency:  # after training, so that no worker competes for the cores being timed
         timed = sorted(fresh, key=lambda k: (k[0], order[k[1]]))
         latencies = measure_latency(cfg, {f"{name}-seed{seed}": trained[(seed, name)].model for seed, name in timed})
