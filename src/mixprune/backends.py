@@ -162,7 +162,7 @@ def _ray_entry(task_fn: Callable, shared: Any, task: Any, threads: int, events: 
     import ray
 
     torch.set_num_threads(threads)
-    return task_fn(shared, task, _QueueObserver(events)), ray.get_runtime_context().get_node_id()
+    return task_fn(shared, task, _RayQueueObserver(events)), ray.get_runtime_context().get_node_id()
 
 
 def _ray_error(address: str | None, exc: BaseException, log: str = "") -> str:
@@ -284,26 +284,42 @@ def _task_failure(exc: BaseException) -> BaseException:
     return exc
 
 
-def _forward(events: Any, observer: Any) -> None:
-    """Hand the progress events that Ray tasks queued so far to the observer, in order."""
+def _forward(events: Any, observer: Any) -> Any:
+    """Hand the progress events that Ray tasks queued so far to the observer, in order; the queue, or None once it
+    is gone (progress is best effort: a lost queue stops the display's updates, never the run)."""
+    import ray
     from ray.util.queue import Empty
 
-    while True:
+    while events is not None:
         try:
             method, args = events.get_nowait()
         except Empty:
-            return
+            break
+        except ray.exceptions.RayError:
+            return None
         getattr(observer, method)(*args)
+    return events
+
+
+class _RayQueueObserver(_QueueObserver):
+    """A Ray task's observer: each call goes to the driver's queue at once; a queue that is gone drops the call."""
+
+    def __getattr__(self, method: str) -> Callable[..., None]:
+        import ray
+
+        def send(*args: Any) -> None:
+            try:
+                self.events.put((method, args))
+            except ray.exceptions.RayError:
+                pass
+        return send
 
 
 def _event_queue() -> Any:
-    """A Ray queue for progress events, kept on this driver's node (a node that dies takes no events with it)."""
-    import ray
+    """A Ray queue for progress events, on the head node (the cluster ends with it; any other node may die)."""
     from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    return Queue(actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
 
 
 def _run_ray(task_fn: Callable, tasks: list[Any], shared: Any, threads: int, observer: Any,
@@ -319,7 +335,7 @@ def _run_ray(task_fn: Callable, tasks: list[Any], shared: Any, threads: int, obs
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=RAY_POLL_SECONDS)
-                _forward(events, observer)
+                events = _forward(events, observer)
                 for ref in done:
                     try:
                         result, node = ray.get(ref)
