@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mixprune import StudyConfig, load_fashion_mnist, reproduce
+from mixprune.backends import available_cores
 from mixprune.cache import model_key
 from mixprune.config import with_overrides
 
@@ -64,10 +65,23 @@ def test_reuse_gives_the_numbers_of_a_fresh_run(ds, tmp_path):
 def test_a_new_alpha_reuses_baseline_and_pruned_only(ds, tmp_path):
     cache = str(tmp_path / "cache")
     _run(ds, tmp_path / "a", cache_dir=cache)
-    res = _run(ds, tmp_path / "b", cache_dir=cache, **{"mixup.alpha": 0.4})
+    res = _run(ds, tmp_path / "b", cache_dir=cache, **{"mixup.alpha": 0.4, "workers": 0})  # 0: one per task
     assert sorted(res["execution"]["reused_models"]) == ["baseline-seed0 (measured)", "pruned-seed0 (measured)"]
     fresh = _run(ds, tmp_path / "c", **{"mixup.alpha": 0.4})
     assert _losses(res) == _losses(fresh)
+    assert res["execution"]["workers"] == 1  # chain A is read in this process; only chain B needs a worker
+
+
+def test_spreading_uneven_tasks_over_more_workers_keeps_one_thread_each():
+    """3 one-thread tasks on 2 cores run as 3 workers (1.5 task times instead of 2 rounds); threads stay 1."""
+    from mixprune.study import plan_workers, spread
+
+    assert [spread(n, 2) for n in (3, 4, 5, 9)] == [3, 2, 2, 3]
+    assert spread(5, 4) == 5 and spread(8, 4) == 4
+    for n in range(1, 12):
+        workers, threads = plan_workers(StudyConfig(), torch.device("cpu"), n)
+        assert threads == max(1, available_cores() // min(n, available_cores()))  # as one worker per core had it
+        assert workers == (n if n <= available_cores() else spread(n, available_cores()))
 
 
 def test_alpha_zero_trains_b_and_d_as_a_and_c(ds, tmp_path):

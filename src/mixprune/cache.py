@@ -149,6 +149,11 @@ class ModelCache:
         if not (self.root / key / "trained.json").is_file():
             self._publish(self.root / key, fill)
 
+    def holds(self, key: str, bench: str) -> bool:
+        """Whether the entry has the trained model and its measurements under `bench` (nothing left to compute)."""
+        return (self.root / key / "trained.json").is_file() and (self.root / key / f"measured-{bench}" /
+                                                                  "metrics.json").is_file()
+
     def load_measured(self, key: str, bench: str, dest: Callable[[str], Path]) -> dict[str, Any] | None:
         """Cached metrics of a model, after copying its artifact files to dest(suffix), e.g. 'fp16.safetensors'."""
         entry = self.root / key / f"measured-{bench}"

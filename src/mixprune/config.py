@@ -330,8 +330,9 @@ class StudyConfig(Checked):
                                  "data order and Mixup draws", flag="--seeds", lo=0)
     device: str = opt("auto", "where to train: auto (cuda when available), cpu or cuda", flag="--device",
                       choices=("auto", "cpu", "cuda"))
-    workers: int = opt(0, "worker processes training independent models at once (0 = one per CPU core, "
-                       "at most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0)
+    workers: int = opt(0, "worker processes training independent models at once (0 = one per CPU core, or up to "
+                       "two per core where that ends uneven rounds of chains sooner, e.g. 3 chains on 2 cores; at "
+                       "most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0)
     threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
                        "recorded; more than the machine's cores only slows training (the CLI warns)", flag="--threads",
                        lo=0, hi=MAX_THREADS)

@@ -6,15 +6,18 @@ directory as it goes.
 
 The dataset comes from the registry (--dataset) or from the caller; the network from the model registry
 (--arch) or from the caller's factory (Problem). Chains of variants (a dense variant and the variants
-made from it) are tasks for local worker processes or Ray (backends.py); finished models come back as
-plain payloads and are measured here (measure.py). results.json, history.csv and the model files are
-rewritten atomically after every model, so an interrupted study keeps everything it finished.
+made from it) are tasks for local worker processes or Ray (backends.py). A local worker measures each
+model it trained (measure.py) and writes its files, so the chains' measurements run side by side; Ray
+tasks send plain payloads back and the driver measures them. Latency is timed here once training is over,
+once per distinct computation. results.json, history.csv and the model files are rewritten atomically
+after every model, so an interrupted study keeps everything it finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import shutil
 import tempfile
@@ -172,8 +175,18 @@ def plan_workers(cfg: StudyConfig, device: torch.device, n_tasks: int, in_proces
     if device.type != "cpu":
         workers = min(cfg.workers or 1, n_tasks)
         return workers, cfg.threads or (torch.get_num_threads() if workers == 1 else 1)
-    workers = min(cfg.workers or cores, n_tasks)
+    workers = cfg.workers or (n_tasks if n_tasks <= cores else spread(n_tasks, cores))
+    workers = min(workers, n_tasks)
     return workers, cfg.threads or max(1, cores // workers)
+
+
+def spread(n_tasks: int, cores: int) -> int:
+    """Worker processes for more one-thread tasks than cores: the count from `cores` to 2 x cores whose rounds of
+    tasks, each slowed by the cores it shares, end soonest (the fewest on a tie). 3 tasks on 2 cores: 3 workers
+    (1.5 task times, not 2 rounds); 4 tasks: 2. Threads stay 1 per task either way, so the numbers do not change."""
+    def makespan(workers: int) -> float:
+        return -(-n_tasks // workers) * workers / cores
+    return min(range(cores, min(n_tasks, 2 * cores) + 1), key=lambda w: (makespan(w), w))
 
 
 def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
@@ -310,21 +323,30 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     resumed = [c for c in chains if all((c[0], n) in finished for n in c[1] + tuple(t for t, src in twins.items()
                                                                                     if src in c[1]))]
     chains = [c for c in chains if c not in resumed]
-    workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=problem.factory is not None)
+    in_process = problem.factory is not None
+    workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)
+    ready: list[Chain] = []  # chains the cache holds whole, trained and measured: read here, no worker needed
+    if cfg.backend == "local" and cache is not None and fingerprint and not stacking(cfg, device, problem):
+        ready = [c for c in chains if all(cache.holds(model_key(cfg, c[0], n, fingerprint, device.type, threads, None,
+                                                                design), bench_key(cfg)) for n in c[1])]
+        chains = [c for c in chains if c not in ready]
+        workers = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)[0]  # threads stay: keys
     groups = group_chains(chains, workers, stacking(cfg, device, problem))
     graphs = tempfile.mkdtemp(prefix="mixprune-onnx-") if cfg.bench.onnx and workers > 1 else None
     if cfg.backend == "local":  # workers see this machine's files: they measure their models and use the cache
         tasks = [Task(cfg, problem, design, group, fingerprint, (str(paths.root), graphs)) for group in groups]
+        from_cache = [Task(cfg, problem, design, (c,), fingerprint, (str(paths.root), None)) for c in ready]
     else:  # Ray nodes may not see them: the driver reads the cache for them, stores what they train, and measures
         task_cfg = dataclasses.replace(cfg, device=device.type)  # a GPU node must not pick CUDA on its own
         tasks = [Task(task_cfg, problem, design, group, fingerprint, None,
                       _cached_for(cfg, cache, design, group, fingerprint, device, threads)) for group in groups]
+        from_cache = []
     note = (f"alpha 0 turns Mixup off: {' and '.join(design.label(n) for n in twins)} are "
             f"{' and '.join(design.label(n) for n in twins.values())}, trained and measured once") if twins else None
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "complete": False, "output_dir": str(output_dir),
                                "config": to_dict(cfg), "environment": environment(device),
                                "execution": {"backend": cfg.backend, "workers": workers, "threads_per_worker": threads,
-                                             "stacked_chains": [len(t.chains) for t in tasks if len(t.chains) > 1],  # per stack
+                                             "stacked_chains": [len(t.chains) for t in tasks if len(t.chains) > 1],
                                              "stack_note": _stack_note(cfg, problem, tasks),
                                              "reused_models": [], "note": note},
                                "data": _data_record(cfg, ds, device),
@@ -349,13 +371,15 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     nodes: set[str] = set()  # where the tasks ran (Ray node ids)
     try:
         head_start = functools.partial(_export_template, cfg, problem, device, graphs)  # while the workers train
-        for payload in run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address,
-                                 started=head_start, device=device.type):
+        for payload in itertools.chain(
+                run_tasks(_chains_task, from_cache, shared, 1, threads, obs),  # in this process, with `threads`
+                run_tasks(_chains_task, tasks, shared, workers, threads, obs, cfg.backend, cfg.ray_address,
+                          started=head_start, device=device.type)):
             if payload:
                 worker = payload[0]["worker"]
+                who = (worker.get("node"), worker["pid"])
                 nodes.add(worker.get("node", "this machine"))
-                busy[(worker.get("node"), worker["pid"])] = (busy.get((worker.get("node"), worker["pid"]), 0.0)
-                                                             + worker["training_seconds"])
+                busy[who] = busy.get(who, 0.0) + worker["training_seconds"]
             for p in payload:
                 t = rebuild_trained(cfg, problem, p["state"], p["history"], p["extra"], device)
                 name, seed = p["name"], p["seed"]
