@@ -56,7 +56,8 @@ def training_curves(rows: list[dict[str, Any]], path: Path, design: Design | Non
     ax.set_xlabel("epoch (fine-tuning epochs follow training)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:  # a run without history rows (a report over an incomplete run) has no curve to name
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
