@@ -73,8 +73,9 @@ def kill_node2_while_it_trains(timeout: float = 120) -> int | None:
     return None
 
 
-def main() -> None:
-    work, data = Path(sys.argv[1]), Path(sys.argv[2])
+def start_cluster(work: Path, data: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Bring loopback up and start the head and the second node (data hidden there); returns the environment
+    with the cluster's token and one without any Ray setting (a driver that lacks the token)."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     (work / "token").write_text(secrets.token_hex(32))
     (work / "empty").mkdir(exist_ok=True)
@@ -85,30 +86,42 @@ def main() -> None:
     ray = str(BIN / "ray")
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--temp-dir", str(work / "ray"),
               "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", "--port", str(PORT), "--include-dashboard", "false", *common],
+                   env=cluster, check=True, capture_output=True, timeout=180)
+    hidden = f"mount --bind {work / 'empty'} {data} && exec {ray} start --address {ADDRESS} " \
+             f"--node-manager-port {NODE2_MANAGER_PORT} {' '.join(common)}"
+    subprocess.run(["unshare", "-m", "sh", "-c", hidden], env=cluster, check=True, capture_output=True, timeout=180)
+    deadline = time.monotonic() + 120
+    while alive_nodes(cluster) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    return cluster, base
+
+
+def stop_cluster(cluster: dict[str, str]) -> None:
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=cluster, capture_output=True, timeout=120)
+
+
+def main() -> None:
+    work, data = Path(sys.argv[1]), Path(sys.argv[2])
     mix = [str(BIN / "python"), "-m", "mixprune"]
     out: dict = {}
+    cluster: dict[str, str] = {}
     try:
-        subprocess.run([ray, "start", "--head", "--port", str(PORT), "--include-dashboard", "false", *common],
-                       env=cluster, check=True, capture_output=True, timeout=180)
-        hidden = f"mount --bind {work / 'empty'} {data} && exec {ray} start --address {ADDRESS} " \
-                 f"--node-manager-port {NODE2_MANAGER_PORT} {' '.join(common)}"
-        subprocess.run(["unshare", "-m", "sh", "-c", hidden], env=cluster, check=True, capture_output=True,
-                       timeout=180)
-        deadline = time.monotonic() + 120
-        while alive_nodes(cluster) < 2 and time.monotonic() < deadline:
-            time.sleep(1)
+        cluster, base = start_cluster(work, data)
         out["nodes_at_start"] = alive_nodes(cluster)
         ray_args = ["--backend", "ray", "--address", ADDRESS, "--data-dir", str(data)]
         out["no-token"] = run([*mix, "reproduce", *SMALL, *ray_args, "--out", str(work / "no-token")], base)
         out["unreachable"] = run([*mix, "reproduce", *SMALL, "--backend", "ray", "--address", "127.0.0.1:6399",
                                   "--data-dir", str(data), "--out", str(work / "unreachable")], cluster)
-        out["reproduce"] = run([*mix, "reproduce", *SMALL, "--epochs", "2", *ray_args, "--out", str(work / "reproduce")], cluster)
+        out["reproduce"] = run([*mix, "reproduce", *SMALL, "--epochs", "2", *ray_args,
+                                "--out", str(work / "reproduce")], cluster)
         out["local"] = run([*mix, "reproduce", *SMALL, "--epochs", "2", "--data-dir", str(data), "--workers", "1",
                             "--out", str(work / "local")], base)
         grid = ["--grid", "mixup.alpha=0.2,1.0", "--grid", "prune.sparsity=0.5,0.9"]
-        out["sweep"] = run([*mix, "sweep", *grid, *SMALL, "--epochs", "2", *ray_args, "--out", str(work / "sweep")], cluster)
-        out["sweep-local"] = run([*mix, "sweep", *grid, *SMALL, "--epochs", "2", "--data-dir", str(data), "--workers", "1",
-                                  "--out", str(work / "sweep-local")], base)
+        out["sweep"] = run([*mix, "sweep", *grid, *SMALL, "--epochs", "2", *ray_args, "--out", str(work / "sweep")],
+                           cluster)
+        out["sweep-local"] = run([*mix, "sweep", *grid, *SMALL, "--epochs", "2", "--data-dir", str(data), "--workers",
+                                  "1", "--out", str(work / "sweep-local")], base)
         longer = [*SMALL, "--epochs", "12"]
         proc = subprocess.Popen([*mix, "reproduce", *longer, *ray_args, "--out", str(work / "node-dies")], env=cluster,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -118,7 +131,8 @@ def main() -> None:
         out["longer-local"] = run([*mix, "reproduce", *longer, "--data-dir", str(data), "--workers", "1",
                                    "--out", str(work / "longer-local")], base)
     finally:
-        subprocess.run([ray, "stop", "--force"], env=cluster, capture_output=True, timeout=120)
+        if cluster:
+            stop_cluster(cluster)
         (work / "outcome.json").write_text(json.dumps(out, indent=1))
 
 
