@@ -433,7 +433,11 @@ def export_template(model: nn.Module, graphs: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proto = _export_proto(net, Path(tmp) / "m.onnx")
     if _remember(key, proto, net.state_dict()):
-        write_bytes_atomic(graphs / f"{hashlib.sha256(key.encode()).hexdigest()}.onnx", _ONNX_GRAPHS[key])
+        write_bytes_atomic(_graph_file(graphs, key), _ONNX_GRAPHS[key])
+
+
+def _graph_file(graphs: Path, key: str) -> Path:
+    return graphs / f"{hashlib.sha256(key.encode()).hexdigest()}.onnx"
 
 
 def _template(key: str, graphs: Path | None) -> Any:
@@ -441,7 +445,7 @@ def _template(key: str, graphs: Path | None) -> Any:
     import onnx
 
     if key not in _ONNX_GRAPHS and graphs is not None:
-        shared = graphs / f"{hashlib.sha256(key.encode()).hexdigest()}.onnx"
+        shared = _graph_file(graphs, key)
         if shared.is_file():
             _ONNX_GRAPHS[key] = shared.read_bytes()
     return onnx.ModelProto.FromString(_ONNX_GRAPHS[key]) if key in _ONNX_GRAPHS else None

@@ -240,8 +240,9 @@ def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors
     stacked pass of that size, whatever part of it the cache already holds. With keys, a model already in the
     cache (`store`: a cache.ModelCache or cache.Preloaded; by default cfg.cache_dir's) is loaded, not trained.
     Returns (seed, name, trained, from the cache) in chain order."""
-    cache = store if store is not None else ModelCache(Path(cfg.cache_dir)) if cfg.cache_dir else None
-    cache = cache if keys else None
+    if store is None and cfg.cache_dir:
+        store = ModelCache(Path(cfg.cache_dir))
+    cache = store if keys else None
     done: dict[tuple[int, str], tuple[Trained, bool]] = {}
     for level in by_depth(design, chains):
         stack = len(level) if stacking and len(level) > 1 else 0

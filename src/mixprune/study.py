@@ -83,10 +83,8 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
     data = on_device(data, device)
     stacked = len(chains) > 1
     keys = None
-    if fingerprint is not None:  # a depth's stack size is the task's, even where the cache holds some of its models
-        keys = {(seed, name): model_key(cfg, seed, name, fingerprint, device.type, torch.get_num_threads(),
-                                        len(level) if stacked else None, design)
-                for level in by_depth(design, list(chains)) for seed, name in level}
+    if fingerprint is not None:
+        keys = chain_keys(cfg, design, chains, fingerprint, device, torch.get_num_threads(), stacked)
     start = time.perf_counter()
     store = Preloaded(task.cached) if task.cached is not None else None  # None: run_chains opens cfg.cache_dir
     done = run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked, store)
@@ -106,14 +104,21 @@ def _chains_task(data: Tensors, task: Task, obs: Observer) -> list[dict[str, Any
     return payloads
 
 
+def chain_keys(cfg: StudyConfig, design: Design, chains: tuple[Chain, ...] | list[Chain], fingerprint: str,
+               device: torch.device, threads: int, stacked: bool = False) -> dict[tuple[int, str], str]:
+    """The cache key of every model of the chains, as the task that trains them computes it: its device and
+    thread count, and when stacked each depth's stack size (the task's, even where the cache holds some of it)."""
+    return {(seed, name): model_key(cfg, seed, name, fingerprint, device.type, threads,
+                                    len(level) if stacked else None, design)
+            for level in by_depth(design, list(chains)) for seed, name in level}
+
+
 def _cached_for(cfg: StudyConfig, cache: ModelCache | None, design: Design, chains: tuple[Chain, ...],
                 fingerprint: str | None, device: torch.device, threads: int) -> dict[str, Any]:
-    """The cache entries a Ray task may reuse, read here: keys as the task computes them (its thread count,
-    this run's device; Ray tasks never stack)."""
+    """The cache entries a Ray task may reuse, read here (Ray tasks never stack)."""
     if cache is None or fingerprint is None:
         return {}
-    keys = [model_key(cfg, seed, name, fingerprint, device.type, threads, None, design)
-            for level in by_depth(design, list(chains)) for seed, name in level]
+    keys = chain_keys(cfg, design, chains, fingerprint, device, threads).values()
     return {k: hit for k in keys if (hit := cache.load_trained(k)) is not None}
 
 
@@ -327,8 +332,8 @@ def _run_locked(cfg: StudyConfig, ds: Dataset, data: Tensors, device: torch.devi
     workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)
     ready: list[Chain] = []  # chains the cache holds whole, trained and measured: read here, no worker needed
     if cfg.backend == "local" and cache is not None and fingerprint and not stacking(cfg, device, problem):
-        ready = [c for c in chains if all(cache.holds(model_key(cfg, c[0], n, fingerprint, device.type, threads, None,
-                                                                design), bench_key(cfg)) for n in c[1])]
+        ready = [c for c in chains if all(cache.holds(k, bench_key(cfg))
+                                          for k in chain_keys(cfg, design, [c], fingerprint, device, threads).values())]
         chains = [c for c in chains if c not in ready]
         workers = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)[0]  # threads stay: keys
     groups = group_chains(chains, workers, stacking(cfg, device, problem))
