@@ -30,7 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, read_text_capped
-from .config import StudyConfig, to_dict
+from .config import LATE_FIELDS, StudyConfig, to_dict
+from .losses import needs_teacher
 from .models import kind
 from .variants import Design, mixup_on
 
@@ -57,7 +58,8 @@ def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: 
 
     line = (design or Design()).ancestors(name)
     root = line[0]
-    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("eval_batch_size", "stack_models")}
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("eval_batch_size", "stack_models")
+             and LATE_FIELDS.get(("train", k), ()) != v}  # settings added later count only when set
     parts: dict[str, Any] = {
         "versions": [__version__, torch.__version__], "device": device, "threads": threads, "seed": seed,
         "data": fingerprint, "model": to_dict(cfg.model), "train": train,
@@ -70,6 +72,10 @@ def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: 
         parts["stack_size"] = stack_size
     if any(v.loss != "ce" for v in line):
         parts["losses"] = [v.loss for v in line]
+    if any(needs_teacher(v.loss) for v in line):  # the teacher: the parent (in the line already) or a file
+        d = cfg.distill
+        parts["distill"] = {"temperature": d.temperature, "weight": d.weight,
+                            "teacher": _file_digest(d.teacher) if d.teacher else "parent"}
     if len(line) > 2:  # a deeper line: each intermediate step too (the paper's lines have two)
         parts["line"] = [[v.step, mixup_on(cfg, v)] for v in line[1:-1]]
     v = line[-1]

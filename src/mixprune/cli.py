@@ -182,7 +182,7 @@ def summary_table(results: dict) -> Table:
         s = entry["summary"]
         f = lambda key, digits=2, scale=1.0: fmt(s.get(key), digits, scale, show_n=False)  # noqa: E731
         acc, loss = f("test_accuracy"), f("test_loss", 3)
-        if quote:
+        if quote and name in paper.TEST_ACCURACY:
             acc += f" [{paper.TEST_ACCURACY[name]}]"
             loss += f" [{paper.TEST_LOSS[name]}]" if paper.TEST_LOSS[name] else ""
         t.add_row(design.label(name), acc, loss, f("params_nonzero", 0), f("latency_ms_batch256", 3),

@@ -195,6 +195,17 @@ class TrainConfig(Checked):
                                  flag="--lr-decay-factor", lo=0.0, lo_open=True, hi=1.0)
     eval_batch_size: int = opt(1000, "batch size for evaluation (does not change results)",
                                flag="--eval-batch-size", lo=1)
+    lr_schedule: str = opt("step", "learning-rate schedule, set per epoch (as timm's schedulers do by default): step "
+                           "(paper: --lr, times --lr-decay-factor from --lr-decay-epoch on; fine-tuning at a constant "
+                           "--finetune-lr), cosine (annealed to 0 over the epochs after warm-up; fine-tuning from "
+                           "--finetune-lr) or onecycle (linear ramp from 1/25 of the peak over the first 30% of "
+                           "epochs, then cosine down to 1/1e4 of it; peak --lr, or --finetune-lr when fine-tuning)",
+                           flag="--lr-schedule", choices=("step", "cosine", "onecycle"))
+    warmup_epochs: int = opt(0, "epochs of linear LR warm-up before the schedule (epoch e of W runs at "
+                             "--lr * (e + 1) / (W + 1)); 0: none (paper)", flag="--warmup-epochs", lo=0)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy in training and fine-tuning (0: none, "
+                                 "paper); evaluation losses stay plain cross-entropy", flag="--label-smoothing",
+                                 lo=0.0, hi=1.0, hi_open=True)
     cuda_graphs: bool = opt(True, "on a GPU, replay each full-batch training step as a CUDA graph (one launch "
                             "instead of ~40; same arithmetic); ignored on the CPU, with dropout and with "
                             "gradual pruning", flag="--cuda-graphs")
@@ -303,6 +314,26 @@ class PruneConfig(Checked):
 
 
 @dataclass(frozen=True)
+class DistillConfig(Checked):
+    SECTION = "distill"
+    enabled: bool = opt(False, "knowledge distillation: add Pruned+KD and Mixup+Pruned+KD to the study, which "
+                        "fine-tune like Pruned (C) and Mixup+Pruned (D) against a teacher with Hinton's loss "
+                        "(1 - w) * CE + w * T^2 * KL(teacher_T || student_T); the teacher sees the same (mixed) "
+                        "images", flag="--distill")
+    temperature: float = opt(4.0, "distillation temperature T (Hinton et al.: 2-20)", flag="--kd-temperature",
+                             lo=0.0, lo_open=True, hi=100.0)
+    weight: float = opt(0.9, "distillation weight w of the KL term (1 - w weighs the cross-entropy)",
+                        flag="--kd-weight", lo=0.0, hi=1.0)
+    teacher: str = opt("", "the teacher of the KD variants: empty = each one's dense parent (Baseline for "
+                       "Pruned+KD, Mixup for Mixup+Pruned+KD); or a saved model FILE (.safetensors written by "
+                       "mixprune, e.g. a wider network) trained on the same dataset", flag="--teacher")
+
+    def check(self) -> None:
+        if self.teacher and not self.enabled:
+            raise ConfigError(f"--teacher {self.teacher} needs --distill (the teacher of the KD variants)")
+
+
+@dataclass(frozen=True)
 class BenchConfig(Checked):
     SECTION = "bench"
     latency: bool = opt(True, "measure inference latency (torch.utils.benchmark, median after warm-up)",
@@ -354,6 +385,7 @@ class StudyConfig(Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def check(self) -> None:
@@ -361,7 +393,7 @@ class StudyConfig(Checked):
             raise ConfigError(f"invalid --seeds (seeds): seeds must be distinct, got {list(self.seeds)}")
 
 
-SECTIONS = ("data", "model", "train", "mixup", "prune", "bench")
+SECTIONS = ("data", "model", "train", "mixup", "prune", "distill", "bench")
 # Top-level settings that say where outputs go and where tasks run, never what a run computes: not swept,
 # not part of a sweep cell's name, and not a difference between runs that a comparison reports.
 PLACEMENT_FIELDS = ("out", "overwrite", "cache_dir", "backend", "ray_address")
@@ -371,7 +403,10 @@ PLACEMENT_FIELDS = ("out", "overwrite", "cache_dir", "backend", "ray_address")
 # at the default, so that sweep directories written before the field existed keep their cell names.
 LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None, ("data", "dataset"): "fashion-mnist",
                                             ("data", "image_size"): 0, ("data", "test_fraction"): 0.2,
-                                            ("data", "memory_budget_mb"): 0.0}
+                                            ("data", "memory_budget_mb"): 0.0, ("train", "lr_schedule"): "step",
+                                            ("train", "warmup_epochs"): 0, ("train", "label_smoothing"): 0.0,
+                                            ("distill", "enabled"): False, ("distill", "temperature"): 4.0,
+                                            ("distill", "weight"): 0.9, ("distill", "teacher"): ""}
 
 
 def identity(cfg: StudyConfig) -> dict[str, Any]:
@@ -380,7 +415,7 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
     for (section, name), default in LATE_FIELDS.items():
         if out[section].get(name) == default:
             del out[section][name]
-    return out
+    return {k: v for k, v in out.items() if v != {}}  # a late section all at its defaults: as if absent
 
 
 def to_dict(cfg: StudyConfig) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class FitSpec:
     step_hook: Callable[[int], None] | None = None  # called after every optimizer step with the step count
     cuda_graphs: bool = False  # on a GPU, replay each full-batch step as a CUDA graph (see GraphedSteps)
     loss: Loss = target_cross_entropy  # (logits, labels, lam or None, partner or None) -> loss; losses.LOSSES
+    teacher: nn.Module | None = None  # distillation: its logits on the same (mixed) inputs go to the loss
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,48 @@ def lr_steps(base: float, decay_epoch: int, factor: float) -> Callable[[int], fl
 
 def constant_lr(value: float) -> Callable[[int], float]:
     return lambda epoch: value
+
+
+def cosine_lr(peak: float, epochs: int, floor: float = 0.0) -> Callable[[int], float]:
+    """Cosine annealing per epoch: peak at epoch 0, approaching `floor` at the last epoch's end."""
+    return lambda epoch: floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def onecycle_lr(peak: float, epochs: int, rise: float = 0.3) -> Callable[[int], float]:
+    """One-cycle (Smith & Topin 2019) per epoch, torch.optim.lr_scheduler.OneCycleLR's shape and defaults: a
+    linear ramp from peak/25 to peak over the first `rise` of the epochs, then cosine down to peak/25e4."""
+    up = max(1, round(rise * epochs))
+    start, end = peak / 25.0, peak / 25e4
+
+    def lr(epoch: int) -> float:
+        if epoch < up:
+            return start + (peak - start) * epoch / up
+        return cosine_lr(peak, max(epochs - up, 1), end)(epoch - up)
+    return lr
+
+
+def warmed_up(schedule: Callable[[int], float], peak: float, warmup: int) -> Callable[[int], float]:
+    """`warmup` epochs of linear warm-up (epoch e at peak * (e + 1) / (warmup + 1)), then `schedule` from its
+    epoch 0; no warm-up returns `schedule` itself."""
+    if warmup == 0:
+        return schedule
+    return lambda epoch: peak * (epoch + 1) / (warmup + 1) if epoch < warmup else schedule(epoch - warmup)
+
+
+SCHEDULES = ("step", "cosine", "onecycle")
+
+
+def lr_schedule(kind: str, peak: float, epochs: int, warmup: int = 0, decay_epoch: int = 0,
+                decay_factor: float = 1.0) -> Callable[[int], float]:
+    """The per-epoch LR of one training phase: `kind` (SCHEDULES) over `epochs` epochs, the first `warmup` of
+    them warming up. step: peak, times decay_factor from decay_epoch on (counted from the start)."""
+    if kind == "step":
+        return warmed_up(lr_steps(peak, decay_epoch - warmup, decay_factor), peak, warmup)
+    if kind == "cosine":
+        return warmed_up(cosine_lr(peak, epochs - warmup), peak, warmup)
+    if kind == "onecycle":
+        return warmed_up(onecycle_lr(peak, epochs - warmup), peak, warmup)
+    raise ValueError(f"unknown LR schedule {kind!r}; known: {', '.join(SCHEDULES)}")
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -148,11 +191,17 @@ def draw_mixup(n: int, batch_size: int, alpha: float, gen: torch.Generator) -> t
 
 
 def batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, lam: float | torch.Tensor | None,
-               partner: torch.Tensor | None, loss: Loss = target_cross_entropy) -> torch.Tensor:
+               partner: torch.Tensor | None, loss: Loss = target_cross_entropy,
+               teacher: nn.Module | None = None) -> torch.Tensor:
     """The loss of one batch: inputs mixed with their partners when lam is given (a float, or a 0-d device
-    tensor), then `loss` of the logits against the labels (and the partners' labels)."""
+    tensor), then `loss` of the logits against the labels (and the partners' labels); with a teacher, its
+    logits on the same inputs (no gradient) go to the loss as well."""
     inputs = xb if lam is None else mix_inputs(xb, lam, partner)
-    return loss(model(inputs), yb, lam, partner)
+    if teacher is None:
+        return loss(model(inputs), yb, lam, partner)
+    with torch.no_grad():
+        target = teacher(inputs)
+    return loss(model(inputs), yb, lam, partner, target)
 
 
 def sgd_step(opt: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -233,7 +282,8 @@ def drop_stale_autograd(model: nn.Module) -> None:
 
 
 def graph_model_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                      batch_size: int, mixup: bool, loss: Loss = target_cross_entropy) -> GraphedSteps:
+                      batch_size: int, mixup: bool, loss: Loss = target_cross_entropy,
+                      teacher: nn.Module | None = None) -> GraphedSteps:
     """GraphedSteps for one model: inputs x [batch, C, H, W] (the data's layout), y [batch], and for Mixup
     lam (0-d) and partner [batch]."""
     inputs = {"x": torch.zeros_like(x[:batch_size]), "y": torch.zeros_like(y[:batch_size]),
@@ -241,7 +291,7 @@ def graph_model_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Ten
 
     def step() -> torch.Tensor:
         return sgd_step(opt, lambda: batch_loss(model, inputs["x"], inputs["y"], inputs["lam"] if mixup else None,
-                                                inputs["partner"], loss))
+                                                inputs["partner"], loss, teacher))
 
     return GraphedSteps(step, opt, inputs, release=lambda: drop_stale_autograd(model))
 
@@ -275,7 +325,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
             mix = {"lam": lam, "partner": partner} if lam is not None else {}
             loss = graphed.run(lr, x=xb, y=yb, **mix)
         else:
-            loss = sgd_step(opt, lambda: batch_loss(model, xb, yb, lam, partner, spec.loss))
+            loss = sgd_step(opt, lambda: batch_loss(model, xb, yb, lam, partner, spec.loss, spec.teacher))
         total += loss.detach()
         batches += 1
         if spec.step_hook is not None:
@@ -311,8 +361,10 @@ def fit(model: nn.Module, data: Tensors, spec: FitSpec, order_gen: torch.Generat
     if spec.mixup_alpha is not None and mixup_gen is None:
         raise ValueError("Mixup needs a mixup_gen generator")
     opt = sgd(list(model.parameters()), spec, data.train_x.device)
+    if spec.teacher is not None:
+        spec.teacher.eval()  # a teacher is inference only: dropout off, BatchNorm on its running statistics
     graphed = (graph_model_steps(model, opt, data.train_x, data.train_y, spec.batch_size, spec.mixup_alpha is not None,
-                                 spec.loss) if use_graphs(model, data.train_x, spec) else None)
+                                 spec.loss, spec.teacher) if use_graphs(model, data.train_x, spec) else None)
     history = []
     for epoch in range(spec.epochs):
         lr = spec.lr(epoch)

@@ -30,14 +30,17 @@ from .engine import (
     FitSpec,
     Tensors,
     constant_lr,
+    cosine_lr,
     evaluate_loss_accuracy,
     fit,
     generator,
-    lr_steps,
+    lr_schedule,
     memory_format,
+    onecycle_lr,
     steps_per_epoch,
 )
-from .losses import LOSSES
+from .errors import ConfigError
+from .losses import needs_teacher, training_loss
 from .models import build_model
 from .pruning import GradualPruner, attach_masks, l1_masks, make_permanent, pruned_counts, semi_structured_masks
 from .sensitivity import choose_ratios, sensitivity
@@ -108,13 +111,68 @@ def prepare_tensors(ds: Dataset, device: torch.device) -> Tensors:
 
 
 def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: bool, loss: str,
-             step_hook: Callable[[int], None] | None = None) -> FitSpec:
+             step_hook: Callable[[int], None] | None = None, teacher: nn.Module | None = None) -> FitSpec:
     """The training settings of cfg for one phase (training or fine-tuning)."""
-    t = cfg.train
+    t, d = cfg.train, cfg.distill
     return FitSpec(epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
                    eval_batch_size=t.eval_batch_size,
                    mixup_alpha=cfg.mixup.alpha if mixup and cfg.mixup.alpha > 0 else None,  # alpha 0: Mixup off
-                   step_hook=step_hook, cuda_graphs=t.cuda_graphs, loss=LOSSES[loss])
+                   step_hook=step_hook, cuda_graphs=t.cuda_graphs,
+                   loss=training_loss(loss, t.label_smoothing, d.temperature, d.weight), teacher=teacher)
+
+
+def training_lr(cfg: StudyConfig) -> Callable[[int], float]:
+    """The dense models' per-epoch LR: --lr-schedule over --epochs, after --warmup-epochs."""
+    t = cfg.train
+    if t.warmup_epochs > t.epochs:
+        raise ConfigError(f"invalid --warmup-epochs {t.warmup_epochs}: more than --epochs ({t.epochs})")
+    return lr_schedule(t.lr_schedule, t.lr, t.epochs, t.warmup_epochs, t.lr_decay_epoch, t.lr_decay_factor)
+
+
+def finetune_lr(cfg: StudyConfig) -> Callable[[int], float]:
+    """Fine-tuning's per-epoch LR: constant --finetune-lr (step, the paper's), or the schedule from it."""
+    p, kind = cfg.prune, cfg.train.lr_schedule
+    if kind == "cosine":
+        return cosine_lr(p.finetune_lr, p.finetune_epochs)
+    if kind == "onecycle":
+        return onecycle_lr(p.finetune_lr, p.finetune_epochs)
+    return constant_lr(p.finetune_lr)
+
+
+_TEACHERS: dict[tuple[str, str], nn.Module] = {}  # per process: a --teacher file, loaded and checked once
+
+
+def file_teacher(cfg: StudyConfig, problem: Problem, device: torch.device) -> nn.Module:
+    """The --teacher model, loaded safely (safetensors), checked to map one input of the run's shape to its
+    number of classes, frozen, on `device`."""
+    from .export import load_model
+
+    key = (cfg.distill.teacher, str(device))
+    if key not in _TEACHERS:
+        path = Path(cfg.distill.teacher)
+        if not path.is_file():
+            raise ConfigError(f"--teacher {path}: no such file; give a model file written by mixprune (.safetensors)")
+        model = load_model(path).to(device=device, memory_format=memory_format(device))
+        with torch.no_grad():
+            out = model.eval()(torch.zeros((2, *problem.input_shape), device=device))
+        if tuple(out.shape) != (2, problem.num_classes):
+            raise ConfigError(f"--teacher {path}: it maps inputs of shape {problem.input_shape} to outputs of shape "
+                              f"{tuple(out.shape)[1:]}, not to this dataset's {problem.num_classes} classes; "
+                              "give a model trained on the same dataset")
+        _TEACHERS[key] = model.requires_grad_(False)
+    return _TEACHERS[key]
+
+
+def teacher_for(cfg: StudyConfig, problem: Problem, v: Variant, parent: Trained | None,
+                device: torch.device) -> nn.Module | None:
+    """The teacher of variant v: None unless its loss distils; --teacher FILE, else a frozen copy of its parent."""
+    if not needs_teacher(v.loss):
+        return None
+    if cfg.distill.teacher:
+        return file_teacher(cfg, problem, device)
+    if parent is None:
+        raise ConfigError(f"variant {v.name} distils but has no parent to learn from; pass --teacher FILE")
+    return copy.deepcopy(parent.model).eval().requires_grad_(False)
 
 
 def dense_job(cfg: StudyConfig, problem: Problem, seed: int, v: Variant, device: torch.device) -> Job:
@@ -124,7 +182,7 @@ def dense_job(cfg: StudyConfig, problem: Problem, seed: int, v: Variant, device:
     model = problem.build(cfg, generator(seed, "init"))
     model = model.to(device=device, memory_format=memory_format(device))
     model.generator = generator(seed, f"dropout-{v.name}") if cfg.model.dropout > 0 else None
-    spec = fit_spec(cfg, t.epochs, lr_steps(t.lr, t.lr_decay_epoch, t.lr_decay_factor), mixup, v.loss)
+    spec = fit_spec(cfg, t.epochs, training_lr(cfg), mixup, v.loss, teacher=teacher_for(cfg, problem, v, None, device))
     return Job(v.name, seed, model, spec, generator(seed, "order"), generator(seed, "mixup") if mixup else None, "train")
 
 
@@ -168,17 +226,18 @@ def attach_pruning(cfg: StudyConfig, model: nn.Module, data: Tensors
                          every=p.gradual_every, scope=p.scope), {}
 
 
-def prune_job(cfg: StudyConfig, data: Tensors, parent: Trained, seed: int, v: Variant) -> Job:
+def prune_job(cfg: StudyConfig, problem: Problem, data: Tensors, parent: Trained, seed: int, v: Variant) -> Job:
     """A pruned variant: masks on a copy of its parent's weights, to be fine-tuned with the masks held
-    (Mixup as --finetune-mixup says: by default as the variant says)."""
+    (Mixup as --finetune-mixup says: by default as the variant says; a KD variant against its teacher)."""
     p, t = cfg.prune, cfg.train
+    teacher = teacher_for(cfg, problem, v, parent, data.train_x.device)
     model = copy.deepcopy(parent.model)
     model.generator = generator(seed, f"dropout-{v.name}") if cfg.model.dropout > 0 else None
     hook, extra = attach_pruning(cfg, model, data)
     if hook is None:  # one-shot: how much the pruning itself cost, before fine-tuning repairs it
         extra["accuracy_before_finetune"] = evaluate_loss_accuracy(model, data.test_x, data.test_y, t.eval_batch_size)[1]
     mixup = mixup_on(cfg, v)
-    spec = fit_spec(cfg, p.finetune_epochs, constant_lr(p.finetune_lr), mixup, v.loss, hook)
+    spec = fit_spec(cfg, p.finetune_epochs, finetune_lr(cfg), mixup, v.loss, hook, teacher)
     return Job(v.name, seed, model, spec, generator(seed, "finetune-order"),
                generator(seed, "finetune-mixup") if mixup else None, "finetune", extra)
 
@@ -187,7 +246,7 @@ def make_job(cfg: StudyConfig, problem: Problem, data: Tensors, v: Variant, seed
     """The job of variant v for one seed: its step's builder (one per step of variants.STEPS)."""
     if v.step == "dense":
         return dense_job(cfg, problem, seed, v, data.train_x.device)
-    return prune_job(cfg, data, parent, seed, v)  # type: ignore[arg-type]
+    return prune_job(cfg, problem, data, parent, seed, v)  # type: ignore[arg-type]
 
 
 def _finish(job: Job, history: list[EpochRecord]) -> Trained:

@@ -85,9 +85,9 @@ def table4(results: dict) -> str:
     design = from_results(results)
     rows = []
     for name in design.names:
-        rows.append([design.label(name), paper_fig(paper.PARAMS_E4[name], 1),
+        rows.append([design.label(name), paper_fig(paper.PARAMS_E4.get(name), 1),
                      fmt(_summ(results, name, "params_nonzero"), 2, 1e-4),
-                     paper_fig(paper.INFERENCE_MS[name], 1),
+                     paper_fig(paper.INFERENCE_MS.get(name), 1),
                      fmt(_summ(results, name, "latency_ms_batch1"), 3), fmt(_summ(results, name, "latency_ms_batch256"), 3),
                      fmt(_summ(results, name, "size_bytes_fp32"), 1, 1 / 1024),
                      fmt(_summ(results, name, "size_bytes_fp16"), 1, 1 / 1024),

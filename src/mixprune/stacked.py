@@ -66,8 +66,10 @@ class Member:
 
 def stackable(model: nn.Module, spec: FitSpec) -> bool:
     """Whether a model can train in a stack: no per-step hook (gradual pruning), no dropout (its masks
-    come from a per-model generator inside forward) and no state besides conv/FC weights (stateless)."""
-    return spec.step_hook is None and not getattr(model, "dropout", 0) and stateless(model)
+    come from a per-model generator inside forward), no teacher (distillation runs each member's own teacher
+    on its own mixed batch, outside what vmap can share) and no state besides conv/FC weights (stateless)."""
+    return (spec.step_hook is None and spec.teacher is None and not getattr(model, "dropout", 0)
+            and stateless(model))
 
 
 def trainable(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

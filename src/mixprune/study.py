@@ -45,7 +45,7 @@ from .models import kind, python_factory, stateless
 from .paths import RunPaths, default_out_dir
 from .structured import check_exact, ratios_for, structured_keep, unit_groups
 from .results import SCHEMA_VERSION, record, toml_text, write_results
-from .variants import Design
+from .variants import Design, design_for
 
 __all__ = ["Observer", "run_study", "SCHEMA_VERSION", "toml_text", "stacking", "group_chains", "plan_workers"]
 
@@ -258,7 +258,7 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
     kind(cfg.model.arch)
     problem = _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory))
     data = prepare_tensors(ds, device)
-    design = design or Design()
+    design = design or design_for(cfg)
     root = Path(out_dir or cfg.out or default_out_dir())  # created only once the data and model are good
     with exclusive_dir(root):
         if not _claim(root, cfg):

@@ -1,8 +1,8 @@
 """The study as one table of variants: what each model is, where it starts from and how it is made.
 
     for v in PAPER:                      # Baseline (A), Mixup (B), Pruned (C), Mixup+Pruned (D)
-        v.name, v.label, v.parent, v.mixup, v.step
-    design = Design(PAPER)
+        v.name, v.label, v.parent, v.mixup, v.step, v.loss
+    design = design_for(cfg)             # PAPER, plus Pruned+KD and Mixup+Pruned+KD with --distill
     design.chains()                      # [(baseline, pruned), (mixup, mixup_pruned)]: parents first
     design.twins(cfg)                    # {"mixup": "baseline", ...} where alpha 0 makes them the same
 
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import StudyConfig
+from .losses import LOSSES
 
 STEPS = ("dense", "prune")
 
@@ -31,11 +32,13 @@ class Variant:
     parent: str | None  # the variant whose trained weights it starts from; None: from the initial weights
     mixup: bool  # trains with Mixup when alpha > 0 (a pruned variant's fine-tuning follows --finetune-mixup)
     step: str  # "dense" (train from init) or "prune" (prune the parent, fine-tune)
-    loss: str = "ce"  # the training loss (losses.LOSSES): cross-entropy against the (mixed) targets
+    loss: str = "ce"  # the training loss (losses.LOSSES): cross-entropy against the (mixed) targets, or "kd"
 
     def __post_init__(self) -> None:
         if self.step not in STEPS:
             raise ValueError(f"variant {self.name}: unknown step {self.step!r}; known: {', '.join(STEPS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"variant {self.name}: unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if (self.step == "dense") != (self.parent is None):
             raise ValueError(f"variant {self.name}: a dense variant has no parent, every other one has one")
 
@@ -44,6 +47,14 @@ PAPER = (Variant("baseline", "Baseline (A)", None, False, "dense"),
          Variant("mixup", "Mixup (B)", None, True, "dense"),
          Variant("pruned", "Pruned (C)", "baseline", False, "prune"),
          Variant("mixup_pruned", "Mixup+Pruned (D)", "mixup", True, "prune"))
+# --distill: Pruned and Mixup+Pruned once more, fine-tuned against a teacher (their dense parent by default)
+DISTILLED = (Variant("pruned_kd", "Pruned+KD", "baseline", False, "prune", "kd"),
+             Variant("mixup_pruned_kd", "Mixup+Pruned+KD", "mixup", True, "prune", "kd"))
+
+
+def design_for(cfg: StudyConfig) -> Design:
+    """The table a config asks for: the paper's four variants, and with --distill their distilled twins."""
+    return Design(PAPER + DISTILLED) if cfg.distill.enabled else Design(PAPER)
 
 
 def mixup_on(cfg: StudyConfig, v: Variant) -> bool:
@@ -116,7 +127,8 @@ class Design:
         return [asdict(v) for v in self.variants]
 
     def is_paper(self) -> bool:
-        return self.variants == PAPER
+        """Whether the table holds the paper's four variants (first, as the paper defines them)."""
+        return self.variants[:len(PAPER)] == PAPER
 
 
 def from_results(results: dict[str, Any]) -> Design:
