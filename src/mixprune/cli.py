@@ -2,6 +2,7 @@
 
     mixprune reproduce [--seeds 0 1 2] [--epochs 10] ... [--config study.toml]
     mixprune sweep --grid mixup.alpha=0.2,1.0 [--grid ...] [study flags]   # one run per grid cell
+    mixprune search --min-accuracy 90 [--objective bytes] [--config strong]  # smallest model meeting a target
     mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune sensitivity [study flags] [--model FILE]   # per-group drop on held-out images -> --prune-ratios
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import StudyConfig, flag_fields, load_config_file, with_overrides
+from .config import StudyConfig, config_path, flag_fields, load_config_file, with_overrides
 from .errors import ConfigError, MixpruneError
 
 err = Console(stderr=True)
@@ -97,6 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=0.3, metavar="X", help="timed seconds per measurement [default: 0.3]")
     b.add_argument("--arch", metavar="PATH.py:FUNCTION", help="the factory that built the models, for files of "
                    "your own network (mixprune imports user code only when you name it)")
+    se_ = sub.add_parser("search", help="find the smallest model that meets --min-accuracy (or the most accurate "
+                         "within --max-bytes): candidates chosen on a validation split, the chosen design tested once "
+                         "over --seeds with a 95%% CI; writes search.md, pareto.csv/.png and chosen/ (files, config)")
+    goal = se_.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--min-accuracy", type=float, metavar="PERCENT", help="accuracy target of the decoded file (%%)")
+    goal.add_argument("--max-bytes", type=int, metavar="N", help="the most accurate model whose file has at most N bytes")
+    se_.add_argument("--objective", choices=("bytes", "macs", "latency"), default="bytes",
+                     help="--min-accuracy: what 'smallest' means [default: bytes]")
+    se_.add_argument("--budget-minutes", type=float, default=60.0, metavar="M",
+                     help="no new candidate starts after M minutes; the chosen design's test study still runs "
+                     "[default: 60]")
+    se_.add_argument("--sparsities", type=float, nargs="+", default=None, metavar="S",
+                     help="pruning fractions tried [default: 0.5 0.7 0.8 0.85 0.9 0.93 0.95]")
+    se_.add_argument("--methods", nargs="+", choices=("unstructured", "structured"), default=None,
+                     help="pruning methods tried [default: both]")
+    se_.add_argument("--alphas", type=float, nargs="+", default=None, metavar="A",
+                     help="Mixup alphas tried (0: Mixup off) [default: --alpha's]")
+    se_.add_argument("--max-drops", type=float, nargs="*", default=None, metavar="D",
+                     help="structured: per-group ratios from sensitivity within these drops (points) [default: 0.5 2]")
+    se_.add_argument("--no-distill-search", dest="distill_search", action="store_false",
+                     help="leave out the distilled variants (Pruned+KD, Mixup+Pruned+KD)")
+    se_.add_argument("--search-val-fraction", type=float, default=0.1, metavar="F",
+                     help="share of the training images held out to choose on [default: 0.1]")
+    se_.add_argument("--search-seeds", type=int, nargs="+", default=[0], metavar="N",
+                     help="seeds each candidate trains [default: 0]; the chosen design is tested over --seeds")
+    se_.add_argument("--config", metavar="FILE|NAME", help="TOML file, or a bundled recipe (strong), for the base "
+                     "training settings")
+    _add_config_flags(se_)
     se = sub.add_parser("sensitivity", help="prune each channel group alone at a ladder of ratios, measure the "
                         "accuracy drop on a validation split held out from the training images, and choose per-group "
                         "ratios within --max-drop", description="Per-group sensitivity to structured pruning; writes "
@@ -204,6 +233,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+SEARCH_FLAGS = ("min_accuracy", "max_bytes", "objective", "budget_minutes", "sparsities", "methods", "alphas",
+                "max_drops", "distill_search", "search_val_fraction", "search_seeds")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .paths import default_out_dir
+    from .search import SearchSpec, run_search
+
+    base = _base_config(args, SEARCH_FLAGS)
+    given = {k: getattr(args, k) for k in ("sparsities", "methods", "alphas", "max_drops")
+             if getattr(args, k) is not None}
+    spec = SearchSpec(min_accuracy=args.min_accuracy, max_bytes=args.max_bytes, objective=args.objective,
+                      budget_minutes=args.budget_minutes, distill=args.distill_search,
+                      val_fraction=args.search_val_fraction, search_seeds=tuple(args.search_seeds),
+                      **{k: tuple(v) for k, v in given.items()})
+    out_dir = Path(base.out) if base.out else default_out_dir("search")
+    with RichObserver(_progress(transient=True)).shown() as observer:
+        summary = run_search(base, spec, out_dir, observer=observer)  # type: ignore[arg-type]
+    out.print((out_dir / "search.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    return 0 if summary["chosen"] is not None else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .errors import OutputError
     from .paths import RunPaths
@@ -238,7 +289,7 @@ def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: Study
     """The paper's settings, then `default` (a study file's), then --config FILE, then the flags given."""
     from .backends import available_cores
 
-    cfg = load_config_file(args.config, base=default) if args.config else (default or StudyConfig())
+    cfg = load_config_file(config_path(args.config), base=default) if args.config else (default or StudyConfig())
     cfg = with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
     if cfg.backend == "local" and cfg.threads > available_cores():
         err.print(f"mixprune: warning: --threads {cfg.threads} is more than this machine's {available_cores()} cores; "
@@ -357,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
-    handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report,
+    handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench, "report": cmd_report,
                 "sensitivity": cmd_sensitivity, "data": cmd_data}
     try:
         return handlers[args.command](args)

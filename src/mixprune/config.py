@@ -473,6 +473,22 @@ def read_toml(p: Path, what: str, hint: str = "") -> dict[str, Any]:
         raise ConfigError(f"{what} {p} nests tables or arrays too deeply to be a mixprune {what}") from None
 
 
+RECIPES = Path(__file__).with_name("recipes")  # bundled config files: `--config NAME`
+
+
+def bundled_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def config_path(name_or_path: str) -> Path:
+    """--config's file: a bundled recipe named without a path (bundled_recipes(); a file of that name in the
+    working directory wins), else the path given."""
+    p = Path(name_or_path)
+    if not p.exists() and name_or_path in bundled_recipes():
+        return RECIPES / f"{name_or_path}.toml"
+    return p
+
+
 def load_config_file(path: str | Path, base: StudyConfig | None = None) -> StudyConfig:
     """Parse a TOML config file (never evaluated) into a StudyConfig: its settings on top of `base` (a
     study file's settings, say), or of the paper's defaults."""

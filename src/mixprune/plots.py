@@ -266,3 +266,29 @@ def markdown_to_html(md: str, base: Path, title: str = "mixprune report") -> str
             out.append(f"<p>{_inline(line)}</p>")
         i += 1
     return "\n".join(out + ["</body></html>"])
+
+
+def plot_search_pareto(summary: dict[str, Any], path: Path) -> Path | None:
+    """`mixprune search`: every point (validation accuracy against bytes, MACs and latency) with its Pareto front
+    drawn as a line and the chosen design marked; one panel per cost that the points have."""
+    import matplotlib.pyplot as plt
+
+    costs = [c for c, front in summary["pareto"].items() if front]
+    if not costs:
+        return None
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.6), squeeze=False)
+    chosen = summary.get("chosen")
+    for ax, cost in zip(axes[0], costs):
+        pts = [p for p in summary["points"] if p.get(cost) is not None]
+        ax.scatter([p[cost] for p in pts], [p["val_accuracy"] for p in pts], s=10, alpha=0.4, label="candidates")
+        front = summary["pareto"][cost]
+        ax.plot([p[cost] for p in front], [p["val_accuracy"] for p in front], "-o", ms=3, color="C1",
+                label="Pareto front")
+        if chosen is not None and chosen.get(cost) is not None:
+            ax.scatter([chosen[cost]], [chosen["val_accuracy"]], marker="*", s=140, color="C3", label="chosen")
+        ax.set_xscale("log")
+        ax.set_xlabel({"bytes": "file bytes", "macs": "MACs", "latency": "latency, batch 1 (ms)"}[cost] + " (log)")
+        ax.set_ylabel("validation accuracy of the decoded file (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
