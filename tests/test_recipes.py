@@ -167,3 +167,15 @@ def test_a_teacher_file_replaces_the_parent_and_a_mismatched_one_is_refused(tiny
     other = with_overrides(cfg, {"distill.teacher": str(tmp_path / "five.safetensors"), "out": str(tmp_path / "o")})
     with pytest.raises(ConfigError, match="not to this dataset's 10 classes"):
         reproduce(other, dataset=ds)
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_kd_with_stacked_training(tiny_kd, tmp_path):
+    """--stack-models: the paper's variants train stacked, the distilled ones (a teacher each) beside the stack."""
+    results, ds, cfg, _ = tiny_kd
+    stacked = reproduce(with_overrides(cfg, {"train.stack_models": True, "seeds": [0, 1], "out": str(tmp_path / "s")}),
+                        dataset=ds)
+    assert stacked["execution"]["stacked_chains"] == [4]  # 2 seeds x 2 chains in one worker
+    for name in ("pruned_kd", "mixup_pruned_kd"):
+        assert stacked["models"][name]["seeds"]["0"]["test_loss"] == pytest.approx(
+            results["models"][name]["seeds"]["0"]["test_loss"], abs=1e-4)

@@ -66,6 +66,8 @@ class Problem:
     num_classes: int
     factory: Callable[[torch.Generator], nn.Module] | None = None
     stateless: bool = True
+    teacher: bytes | None = None  # the --teacher file's bytes, read once by the driver: workers and Ray nodes
+    # need not see the file
 
     def build(self, cfg: StudyConfig, gen: torch.Generator, check: bool = True) -> nn.Module:
         """The network, initialised from `gen`; `check` runs it on example inputs (models.build_model), which a
@@ -139,24 +141,43 @@ def finetune_lr(cfg: StudyConfig) -> Callable[[int], float]:
     return constant_lr(p.finetune_lr)
 
 
+MAX_TEACHER_BYTES = 1 << 30  # a small CNN's file is kilobytes to megabytes; 1 GiB is far beyond one
+
+
+def read_teacher(path: str) -> bytes:
+    """The --teacher file's bytes (ConfigError, one line, where it is missing or implausibly large)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--teacher {p}: no such file; give a model file written by mixprune (.safetensors)")
+    if p.stat().st_size > MAX_TEACHER_BYTES:
+        raise ConfigError(f"--teacher {p}: larger than {MAX_TEACHER_BYTES:,} bytes; not a small CNN's model file")
+    return p.read_bytes()
+
+
 _TEACHERS: dict[tuple[str, str], nn.Module] = {}  # per process: a --teacher file, loaded and checked once
 
 
 def file_teacher(cfg: StudyConfig, problem: Problem, device: torch.device) -> nn.Module:
-    """The --teacher model, loaded safely (safetensors), checked to map one input of the run's shape to its
-    number of classes, frozen, on `device`."""
+    """The --teacher model (problem.teacher, else read from cfg's path), loaded safely (safetensors, through a
+    private temporary file), checked to map one input of the run's shape to its number of classes, frozen."""
+    import hashlib
+    import tempfile
+
     from .export import load_model
 
-    key = (cfg.distill.teacher, str(device))
+    data = problem.teacher if problem.teacher is not None else read_teacher(cfg.distill.teacher)
+    key = (hashlib.sha256(data).hexdigest(), str(device))
     if key not in _TEACHERS:
-        path = Path(cfg.distill.teacher)
-        if not path.is_file():
-            raise ConfigError(f"--teacher {path}: no such file; give a model file written by mixprune (.safetensors)")
-        model = load_model(path).to(device=device, memory_format=memory_format(device))
+        name = cfg.distill.teacher
+        with tempfile.TemporaryDirectory(prefix="mixprune-teacher-") as tmp:
+            copy_path = Path(tmp) / Path(name).name
+            copy_path.write_bytes(data)
+            model = load_model(copy_path)
+        model = model.to(device=device, memory_format=memory_format(device))
         with torch.no_grad():
             out = model.eval()(torch.zeros((2, *problem.input_shape), device=device))
         if tuple(out.shape) != (2, problem.num_classes):
-            raise ConfigError(f"--teacher {path}: it maps inputs of shape {problem.input_shape} to outputs of shape "
+            raise ConfigError(f"--teacher {name}: it maps inputs of shape {problem.input_shape} to outputs of shape "
                               f"{tuple(out.shape)[1:]}, not to this dataset's {problem.num_classes} classes; "
                               "give a model trained on the same dataset")
         _TEACHERS[key] = model.requires_grad_(False)

@@ -200,7 +200,7 @@ def _search(base: StudyConfig, spec: SearchSpec, todo: list[tuple[str, StudyConf
             try:
                 results = reproduce(with_overrides(cfg, {"out": str(run_dir), "cache_dir": cache}), dataset=dataset,
                                     observer=observer)
-            except TrainingDiverged as exc:
+            except (TrainingDiverged, ConfigError) as exc:  # e.g. a ratio that removes a whole layer: the rest run
                 row["status"] = f"failed: {exc}"
             row["seconds"] = round(time.perf_counter() - t0, 1)
         if results is not None:
