@@ -10,7 +10,10 @@
 # 4. the whole `mixprune reproduce --device cuda` command at the paper's length, 1 seed, every default
 #    measurement (issue target: <= 8 s on an H100), timed as a user runs it (benchmarks/bench_short_run.py);
 # 5. structured pruning of torchvision:resnet18 on the GPU (full FashionMNIST, 1 seed, alpha 0: Baseline and
-#    Pruned), then `mixprune bench` of its models on the CPU. Each step has its own time limit; logs go to $OUT.
+#    Pruned), then `mixprune bench` of its models on the CPU;
+# 6. distillation and the strong recipe on the GPU (CUDA graphs with the teacher's forward inside: one-shot
+#    pruning), then a short `mixprune search` (3-minute candidate budget) timed as a user runs it.
+# Each step has its own time limit; logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
@@ -33,4 +36,12 @@ timeout 240 $PY benchmarks/bench_short_run.py --epochs 10 --finetune-epochs 3 --
 cp /tmp/rres/results.json "$OUT/results_resnet18_structured.json" 2>/dev/null
 [ -n "${SKIP_RESNET:-}" ] || timeout 120 $PY -m mixprune bench /tmp/rres --batches 1 256 --threads 1 --seconds 0.2 2>&1 \
   | tee "$OUT/bench_resnet18_structured.txt"
+[ -n "${SKIP_KD:-}" ] || timeout 150 $PY -m mixprune reproduce --device cuda --config strong --distill --seeds 0 \
+  --epochs 10 --finetune-epochs 5 --sparsity 0.85 --prune-scope global --no-latency --out /tmp/rkd 2>&1 | tail -n 30 \
+  | tee "$OUT/reproduce_kd_strong.txt"
+cp /tmp/rkd/results.json "$OUT/results_kd_strong.json" 2>/dev/null
+[ -n "${SKIP_SEARCH:-}" ] || /usr/bin/time -f "search wall %e s" timeout 300 $PY -m mixprune search --device cuda \
+  --config strong --epochs 10 --finetune-epochs 5 --prune-scope global --min-accuracy 89 --sparsities 0.8 0.85 0.9 \
+  --methods unstructured --budget-minutes 3 --no-latency --out /tmp/rsearch 2>&1 | tail -n 40 | tee "$OUT/search_gpu.txt"
+cp /tmp/rsearch/search.json "$OUT/search_gpu.json" 2>/dev/null
 echo done

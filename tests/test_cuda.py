@@ -14,6 +14,7 @@ from mixprune.bench import semi_structured_gpu
 from mixprune.data import load_fashion_mnist
 from mixprune.config import StudyConfig, with_overrides
 from mixprune.engine import FitSpec, Tensors, fit, generator, lr_steps
+from mixprune.losses import training_loss
 from mixprune.models import LeNet5
 from mixprune.pruning import attach_masks, make_permanent, semi_structured_masks
 from mixprune.study import run_study
@@ -49,6 +50,22 @@ def test_graphed_steps_equal_eager(data, alpha, masked):
     for (n, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), n
     assert [r.train_loss for r in h1] == pytest.approx([r.train_loss for r in h2], rel=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [None, 1.0])
+def test_graphed_distillation_equals_eager(data, alpha):
+    """A teacher's forward inside the captured step: the same weights as eager distillation."""
+    teacher, _ = _train(data, False, None)
+    teacher.requires_grad_(False)
+    models = []
+    for graphs in (False, True):
+        model = LeNet5(generator=torch.Generator().manual_seed(1)).cuda()
+        spec = FitSpec(epochs=2, lr=lr_steps(0.05, 1, 0.1), batch_size=64, mixup_alpha=alpha, cuda_graphs=graphs,
+                       loss=training_loss("kd", 0.1, 4.0, 0.9), teacher=teacher)
+        fit(model, data, spec, generator(0, "order"), generator(0, "mixup") if alpha else None)
+        models.append(model)
+    for (n, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), n
 
 
 def test_graphed_training_learns_and_repeats(data):

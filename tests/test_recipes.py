@@ -20,6 +20,7 @@ from mixprune.models import build_model
 from mixprune.variants import PAPER, design_for
 
 from .helpers import TINY, write_idx_set
+from .test_cli import assert_one_line_error, cli
 
 
 def test_step_schedule_is_the_papers_and_warmup_keeps_the_decay_epoch():
@@ -45,8 +46,9 @@ def test_cosine_and_onecycle_shapes():
 
 
 def test_recipe_settings_are_checked_and_fine_tuning_follows_the_schedule():
-    with pytest.raises(ConfigError, match="--warmup-epochs 5: more than --epochs"):
-        training_lr(with_overrides(StudyConfig(), {"train.epochs": 3, "train.warmup_epochs": 5}))
+    with pytest.raises(ConfigError, match="--warmup-epochs 5 .* more than --epochs"):
+        with_overrides(StudyConfig(), {"train.epochs": 3, "train.warmup_epochs": 5})
+    assert training_lr(with_overrides(StudyConfig(), {"train.lr_schedule": "cosine"}))(0) == 0.01
     with pytest.raises(ConfigError, match="--lr-schedule"):
         with_overrides(StudyConfig(), {"train.lr_schedule": "linear"})
     with pytest.raises(ConfigError, match="--label-smoothing"):
@@ -179,3 +181,16 @@ def test_kd_with_stacked_training(tiny_kd, tmp_path):
     for name in ("pruned_kd", "mixup_pruned_kd"):
         assert stacked["models"][name]["seeds"]["0"]["test_loss"] == pytest.approx(
             results["models"][name]["seeds"]["0"]["test_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--teacher", "t.safetensors"], ["--teacher t.safetensors needs --distill"]),
+    (["--warmup-epochs", "50"], ["--warmup-epochs 50", "more than --epochs (10)"]),
+    (["--lr-schedule", "linear"], ["invalid choice: 'linear'"]),
+    (["--distill", "--kd-temperature", "0"], ["--kd-temperature", "must be > 0"]),
+    (["--distill", "--teacher", "nowhere.safetensors"], ["--teacher nowhere.safetensors: no such file"]),
+])
+def test_cli_refuses_bad_recipe_and_distillation_flags(tmp_path, args, fragments):
+    res = cli("reproduce", "--dataset", "digits", "--image-size", "28", "--out", str(tmp_path / "o"), *args)
+    assert_one_line_error(res, *fragments)
+    assert not (tmp_path / "o").exists()

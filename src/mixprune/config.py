@@ -216,6 +216,11 @@ class TrainConfig(Checked):
                                     "Ray. Default: on with a GPU (faster there), off on the CPU (slower there)",
                                     flag="--stack-models")
 
+    def check(self) -> None:
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"invalid --warmup-epochs {self.warmup_epochs} (train.warmup_epochs): more than --epochs "
+                              f"({self.epochs})")
+
 
 @dataclass(frozen=True)
 class MixupConfig(Checked):

@@ -126,8 +126,6 @@ def fit_spec(cfg: StudyConfig, epochs: int, lr: Callable[[int], float], mixup: b
 def training_lr(cfg: StudyConfig) -> Callable[[int], float]:
     """The dense models' per-epoch LR: --lr-schedule over --epochs, after --warmup-epochs."""
     t = cfg.train
-    if t.warmup_epochs > t.epochs:
-        raise ConfigError(f"invalid --warmup-epochs {t.warmup_epochs}: more than --epochs ({t.epochs})")
     return lr_schedule(t.lr_schedule, t.lr, t.epochs, t.warmup_epochs, t.lr_decay_epoch, t.lr_decay_factor)
 
 

@@ -169,14 +169,21 @@ def run_search(base: StudyConfig, spec: SearchSpec, out: Path, dataset: Dataset 
         from .data import load_dataset
 
         dataset = load_dataset(base.data)
-    for method in {c.prune.method for _, c in todo}:  # a network or data that cannot run fails before OUT exists
-        preflight(next(c for _, c in todo if c.prune.method == method), dataset)
+    preflight(base, dataset)  # data or a network that cannot run fails here, before OUT exists
+    impossible = {}  # candidates this network cannot take (a ratio that removes every channel of a layer)
+    for name, cfg in todo:
+        try:
+            preflight(cfg, dataset)
+        except ConfigError as exc:
+            impossible[name] = str(exc)
+    if len(impossible) == len(todo):
+        raise ConfigError(f"no candidate of the search can run on this network: {next(iter(impossible.values()))}")
     with exclusive_dir(out):
-        return _search(base, spec, todo, out, dataset, observer)
+        return _search(base, spec, todo, out, dataset, observer, impossible)
 
 
 def _search(base: StudyConfig, spec: SearchSpec, todo: list[tuple[str, StudyConfig]], out: Path,
-            dataset: Dataset, observer: Any) -> dict[str, Any]:
+            dataset: Dataset, observer: Any, impossible: dict[str, str]) -> dict[str, Any]:
     from .api import reproduce
     from .engine import TrainingDiverged
     from .results import complete_results
@@ -193,7 +200,9 @@ def _search(base: StudyConfig, spec: SearchSpec, todo: list[tuple[str, StudyConf
         results = complete_results(run_dir / "results.json")
         row["status"] = "earlier run" if results is not None else "run"
         spent = (time.perf_counter() - started) / 60
-        if results is None and spent >= spec.budget_minutes and summary["points"]:  # at least one candidate runs
+        if name in impossible:
+            row["status"] = f"not possible: {impossible[name]}"
+        elif results is None and spent >= spec.budget_minutes and summary["points"]:  # at least one candidate runs
             row["status"] = f"not run: the {spec.budget_minutes:g}-minute budget was spent"
         elif results is None:
             t0 = time.perf_counter()
