@@ -150,3 +150,29 @@ def test_progress_reaches_the_driver_while_a_ray_task_runs(local_ray, tmp_path):
 
     assert list(run_tasks(task, [0], None, 1, 1, Seen(), backend="ray")) == [True]
     assert flag.read_text() == "('baseline', 0, 1)"
+
+
+def test_distillation_from_a_teacher_file_on_ray_gives_the_local_numbers(local_ray, ds, tmp_path):
+    """The teacher file is read by the driver and travels with the task: Ray workers need not see it."""
+    teacher_run = reproduce(with_overrides(StudyConfig(), {**BASE, "seeds": [0], "workers": 1,
+                                                           "out": str(tmp_path / "t")}), dataset=ds)
+    teacher = tmp_path / "teacher.safetensors"
+    (tmp_path / "t" / "models" / "baseline-seed0.safetensors").rename(teacher)
+    kd = {**BASE, "distill.enabled": True, "distill.teacher": str(teacher)}
+    local = reproduce(with_overrides(StudyConfig(), {**kd, "workers": 1, "out": str(tmp_path / "l")}), dataset=ds)
+    on_ray = reproduce(with_overrides(StudyConfig(), {**kd, "backend": "ray", "out": str(tmp_path / "r")}), dataset=ds)
+    assert teacher_run["complete"] and list(on_ray["models"])[4:] == ["pruned_kd", "mixup_pruned_kd"]
+    for name, entry in local["models"].items():
+        for seed, metrics in entry["seeds"].items():
+            assert on_ray["models"][name]["seeds"][seed]["test_loss"] == metrics["test_loss"], (name, seed)
+
+
+def test_search_on_ray_chooses_and_tests_as_the_local_search(local_ray, ds, tmp_path):
+    from mixprune.search import SearchSpec, run_search
+
+    spec = SearchSpec(min_accuracy=1.0, sparsities=(0.5,), methods=("unstructured",), val_fraction=0.25)
+    base = {**BASE, "seeds": [0, 1, 2], "bench.onnx": True}
+    local = run_search(with_overrides(StudyConfig(), {**base, "workers": 1}), spec, tmp_path / "l", dataset=ds)
+    on_ray = run_search(with_overrides(StudyConfig(), {**base, "backend": "ray"}), spec, tmp_path / "r", dataset=ds)
+    assert on_ray["chosen"]["val_accuracy"] == local["chosen"]["val_accuracy"]
+    assert on_ray["final"]["test_accuracy"] == local["final"]["test_accuracy"]

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "over --seeds with a 95%% CI; writes search.md, pareto.csv/.png and chosen/ (files, config)")
     goal = se_.add_mutually_exclusive_group(required=True)
     goal.add_argument("--min-accuracy", type=float, metavar="PERCENT", help="accuracy target of the decoded file (%%)")
-    goal.add_argument("--max-bytes", type=int, metavar="N", help="the most accurate model whose file has at most N bytes")
+    goal.add_argument("--max-bytes", type=int, metavar="N",
+                      help="the most accurate model whose file has at most N bytes")
     se_.add_argument("--objective", choices=("bytes", "macs", "latency"), default="bytes",
                      help="--min-accuracy: what 'smallest' means [default: bytes]")
     se_.add_argument("--budget-minutes", type=float, default=60.0, metavar="M",
@@ -408,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
-    handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench, "report": cmd_report,
-                "sensitivity": cmd_sensitivity, "data": cmd_data}
+    handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench,
+                "report": cmd_report, "sensitivity": cmd_sensitivity, "data": cmd_data}
     try:
         return handlers[args.command](args)
     except MixpruneError as exc:

@@ -315,7 +315,8 @@ def render(summary: dict[str, Any]) -> str:
              f"final study: {summary['total_minutes']:.1f} min.", "", "## Candidates", "",
              "| candidate | status | seconds |", "|---|---|---|"]
     lines += [f"| {c['name']} | {c['status']} | {c.get('seconds', '-')} |" for c in summary["candidates"]]
-    header = ["| candidate | variant | encoding | val acc (%) | bytes | MACs | latency b=1 (ms) |", "|---|---|---|---|---|---|---|"]
+    header = ["| candidate | variant | encoding | val acc (%) | bytes | MACs | latency b=1 (ms) |",
+              "|---|---|---|---|---|---|---|"]
     for cost in OBJECTIVES:
         front = summary["pareto"][cost]
         if front:

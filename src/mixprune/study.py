@@ -29,46 +29,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import (
-    atomic_path,
-    ensure_dir,
-    exclusive_dir,
-    read_text_capped,
-    swap_dirs,
-    write_text_atomic,
-)
+from .atomic import atomic_path, ensure_dir, exclusive_dir, read_text_capped, swap_dirs, write_text_atomic
 from .audit import audit_claims, paper_setting
 from .backends import available_cores, run_tasks
 from .cache import ModelCache, Preloaded, bench_key, data_fingerprint, model_key
-from .config import (
-    PLACEMENT_FIELDS,
-    StudyConfig,
-    load_config_file,
-    to_dict,
-    with_overrides,
-)
+from .config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, with_overrides
 from .data import Dataset, load_dataset
 from .engine import EpochRecord, Tensors, generator, memory_format, resolve_device
 from .errors import ConfigError, OutputError
 from .export import export_template, load_model
-from .jobs import (
-    Chain,
-    Problem,
-    Trained,
-    by_depth,
-    file_teacher,
-    on_device,
-    prepare_tensors,
-    read_teacher,
-    rebuild_trained,
-    run_chains,
-)
+from .jobs import (Chain, Problem, Trained, by_depth, file_teacher, on_device, prepare_tensors, read_teacher,
+                   rebuild_trained, run_chains)
 from .machine import environment
 from .measure import measure, measure_latency
 from .models import kind, python_factory, stateless
 from .paths import RunPaths, default_out_dir
-from .results import SCHEMA_VERSION, record, toml_text, write_results
 from .structured import check_exact, ratios_for, structured_keep, unit_groups
+from .results import SCHEMA_VERSION, record, toml_text, write_results
 from .variants import Design, design_for
 
 __all__ = ["Observer", "run_study", "SCHEMA_VERSION", "toml_text", "stacking", "group_chains", "plan_workers"]
