@@ -198,8 +198,9 @@ class TrainConfig(Checked):
     lr_schedule: str = opt("step", "learning-rate schedule, set per epoch (as timm's schedulers do by default): step "
                            "(paper: --lr, times --lr-decay-factor from --lr-decay-epoch on; fine-tuning at a constant "
                            "--finetune-lr), cosine (annealed to 0 over the epochs after warm-up; fine-tuning from "
-                           "--finetune-lr) or onecycle (linear ramp from 1/25 of the peak over the first 30% of "
-                           "epochs, then cosine down to 1/1e4 of it; peak --lr, or --finetune-lr when fine-tuning)",
+                           "--finetune-lr) or onecycle (linear ramp from 1/25 of the peak over the first 30 percent of "
+                           "epochs, then cosine down to 1/25e4 of it, as torch's OneCycleLR; peak --lr, or "
+                           "--finetune-lr when fine-tuning)",
                            flag="--lr-schedule", choices=("step", "cosine", "onecycle"))
     warmup_epochs: int = opt(0, "epochs of linear LR warm-up before the schedule (epoch e of W runs at "
                              "--lr * (e + 1) / (W + 1)); 0: none (paper)", flag="--warmup-epochs", lo=0)
