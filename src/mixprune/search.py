@@ -258,6 +258,8 @@ def _final(base: StudyConfig, spec: SearchSpec, chosen: dict[str, Any], candidat
     accs = [float(seeds[str(s)][acc_key]) for s in cfg.seeds]
     sizes = [int(seeds[str(s)][size_key]) for s in cfg.seeds]
     ci = mean_ci(accs)
+    if ci["ci95"]:  # an accuracy lies in [0, 100]; Student's t does not know that
+        ci["ci95"] = [max(ci["ci95"][0], 0.0), min(ci["ci95"][1], 100.0)]
     final: dict[str, Any] = {"seeds": list(cfg.seeds), "test_accuracy": accs, "accuracy": ci, "bytes": sizes,
                              "run": str(run_dir)}
     if spec.min_accuracy is not None:
