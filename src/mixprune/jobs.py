@@ -29,14 +29,11 @@ from .engine import (
     EpochRecord,
     FitSpec,
     Tensors,
-    constant_lr,
-    cosine_lr,
     evaluate_loss_accuracy,
     fit,
     generator,
     lr_schedule,
     memory_format,
-    onecycle_lr,
     steps_per_epoch,
 )
 from .errors import ConfigError
@@ -130,13 +127,9 @@ def training_lr(cfg: StudyConfig) -> Callable[[int], float]:
 
 
 def finetune_lr(cfg: StudyConfig) -> Callable[[int], float]:
-    """Fine-tuning's per-epoch LR: constant --finetune-lr (step, the paper's), or the schedule from it."""
-    p, kind = cfg.prune, cfg.train.lr_schedule
-    if kind == "cosine":
-        return cosine_lr(p.finetune_lr, p.finetune_epochs)
-    if kind == "onecycle":
-        return onecycle_lr(p.finetune_lr, p.finetune_epochs)
-    return constant_lr(p.finetune_lr)
+    """Fine-tuning's per-epoch LR: --lr-schedule from --finetune-lr, without warm-up or decay steps (step is
+    then the paper's constant LR)."""
+    return lr_schedule(cfg.train.lr_schedule, cfg.prune.finetune_lr, cfg.prune.finetune_epochs)
 
 
 MAX_TEACHER_BYTES = 1 << 30  # a small CNN's file is kilobytes to megabytes; 1 GiB is far beyond one
