@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mixprune.export import export_onnx, time_ms
+from mixprune.deploy.onnx import export_onnx
+from mixprune.deploy.timing import time_ms
 from mixprune.models import LeNet5
 
 WIDTHS = [(6, 16, 120, 84), (4, 8, 120, 84), (3, 12, 120, 84), (3, 8, 60, 42), (3, 6, 30, 42)]

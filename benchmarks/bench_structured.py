@@ -14,7 +14,6 @@ measured speed-ups. Not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -36,15 +35,16 @@ def main() -> None:
            "--alpha", "0", "--no-latency", "--seeds", *args.seeds, "--out", str(out), *args.extra]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    results = json.loads((out / "results.json").read_text())
+    results = Results.load(out / "results.json")
 
-    from mixprune.bench import bench_model
-    from mixprune.export import load_model
+    from mixprune.commands.bench import bench_model
+    from mixprune.deploy.files import load_model
+    from mixprune.study.results import Results
 
     arch = args.arch if args.arch.endswith(".py") or ".py:" in args.arch else None
     drops, macs, eager, ort = [], [], [], []
     for seed in args.seeds:
-        base, pruned = (results["models"][n]["seeds"][seed] for n in ("baseline", "pruned"))
+        base, pruned = (results.metrics(n, int(seed)) for n in ("baseline", "pruned"))
         model = load_model(out / "models" / f"pruned-seed{seed}.safetensors", arch)
         rows, lines, counts = bench_model(model, batches=(256,), threads=(1,), min_run_time=args.seconds)
         ms = {r["variant"]: r["median_ms"] for r in rows}

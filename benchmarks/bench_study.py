@@ -36,9 +36,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from mixprune import StudyConfig, load_fashion_mnist
-from mixprune.config import with_overrides
+from mixprune.core.config import with_overrides
 from mixprune.data import locate
-from mixprune.study import run_study
+from mixprune.study.run import run_study
 
 EPOCHS, FT_EPOCHS, TRAIN_N = 10, 3, 60_000
 
@@ -129,7 +129,7 @@ def mixprune_study(seeds: list[int], out: Path, device: str = "cpu", graphs: boo
                                          "device": device, "train.cuda_graphs": graphs, "workers": workers,
                                          "train.stack_models": stack})
     res = run_study(cfg, dataset=ds)
-    return {n: e["summary"]["test_accuracy"]["mean"] for n, e in res["models"].items()}
+    return {n: res.summary(n, "test_accuracy")["mean"] for n in res.names}
 
 
 def timed(fn, *args):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mixprune.core.errors import DataError
 from mixprune.data import locate
-from mixprune.errors import DataError
 
 from .helpers import write_idx_set
 

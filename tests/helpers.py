@@ -1,14 +1,17 @@
-"""Helpers shared by tests: tiny synthetic IDX files, structured pruning in one call."""
+"""Helpers shared by tests: tiny synthetic IDX files and image folders, structured pruning in one call, the CLI in a
+subprocess and its one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-
-import dataclasses
 
 from mixprune.data import FASHION_MNIST
 
@@ -41,10 +44,37 @@ def write_idx_set(directory: Path, n_train: int = 40, n_test: int = 20, gz: bool
 def structurally_pruned(model, conv_amount: float, fc_amount: float, **kw):
     """model with round(amount * n) channels of every group masked (structured.py) and made permanent; returns
     (model, {group: bool kept})."""
-    from mixprune.pruning import make_permanent
-    from mixprune.structured import attach_unit_masks, ratios_for, structured_keep, unit_groups, unit_masks
+    from mixprune.compress.pruning import make_permanent
+    from mixprune.compress.structured import attach_unit_masks, ratios_for, structured_keep, unit_groups, unit_masks
 
     groups = unit_groups(model)
     keep = structured_keep(model, groups, ratios_for(groups, conv_amount, fc_amount), **kw)
     attach_unit_masks(model, unit_masks(model, groups, keep))
     return make_permanent(model), keep
+
+
+def write_pngs(directory, classes=("cat", "dog", "owl"), n=4, size=(12, 10), mode="RGB", seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (directory / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(directory / c / f"{i}.png")
+    return directory
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mixprune", *args], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]

@@ -13,20 +13,7 @@ import pytest
 from mixprune.cli import main
 from mixprune.data import FASHION_MNIST
 
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mixprune", *args], capture_output=True, text=True,
-                          env=full_env, timeout=600)
-
-
-def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
+from .helpers import TINY, assert_one_line_error, cli, write_idx_set
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -53,7 +40,6 @@ def test_missing_data_is_one_line_exit_2(tmp_path):
 
 
 def test_corrupt_data_names_the_file(tmp_path):
-    from .helpers import write_idx_set
     d = write_idx_set(tmp_path / "d")
     (d / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bgarbage")
     res = cli("data", "check", "--data-dir", str(d))
@@ -92,7 +78,7 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
                                "test_examples": 1000, "input_shape": [1, 28, 28], "classes": list(FASHION_MNIST.classes),
                                "normalization": {"mean": [0.5], "std": [0.5], "from": "the dataset's published values"},
                                "storage": "uint8 images resident on cpu, normalized per batch",
-                               "evaluation": "test split"}
+                               "evaluation": "test split", "evaluated_on": "test"}
     for name in ("baseline", "mixup", "pruned", "mixup_pruned"):
         for seed in ("0", "1"):
             m = results["models"][name]["seeds"][seed]
@@ -107,11 +93,10 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
 
 def test_second_writer_to_the_same_output_is_refused(tmp_path):
     from mixprune import StudyConfig, load_fashion_mnist, reproduce
-    from mixprune.atomic import exclusive_dir
-    from mixprune.config import with_overrides
-    from mixprune.errors import OutputError
+    from mixprune.core.atomic import exclusive_dir
+    from mixprune.core.config import with_overrides
+    from mixprune.core.errors import OutputError
 
-    from .helpers import TINY, write_idx_set
     ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
     out = tmp_path / "out"
     cfg = with_overrides(StudyConfig(), {"out": str(out), "seeds": [0], "train.epochs": 0, "workers": 1})

@@ -13,8 +13,8 @@ import pytest
 
 from mixprune import StudyConfig, load_config_file, load_fashion_mnist, reproduce
 from mixprune.cli import main
-from mixprune.config import with_overrides
-from mixprune.errors import ConfigError, MixpruneError
+from mixprune.core.config import with_overrides
+from mixprune.core.errors import ConfigError, MixpruneError
 
 from .helpers import TINY, write_idx_set
 
@@ -120,15 +120,16 @@ def test_a_report_over_a_run_that_lacks_a_variant(tmp_path, capsys):
     assert "1 complete runs" in (tmp_path / "runs" / "report.md").read_text()
 
 
-def _die(shared, task, observer):
+def _die(shared, task, observer, emit):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_killed_worker_is_one_clear_error():
-    from mixprune.backends import WorkerDied, run_tasks
+    from mixprune.core.errors import WorkerDied
+    from mixprune.study.backends import run_tasks
 
     with pytest.raises(WorkerDied, match="a worker process died .*fewer --workers"):
-        list(run_tasks(_die, [1, 2], None, workers=2, threads=1, observer=None))
+        run_tasks(_die, [1, 2], None, workers=2, threads=1, observer=None, on_result=print)
     assert issubclass(WorkerDied, MixpruneError)
 
 
@@ -158,7 +159,7 @@ def test_a_sweep_with_bad_input_leaves_nothing_behind(tmp_path, capsys):
 
 
 def test_long_grids_give_cell_names_a_file_system_accepts():
-    from mixprune.sweep import cells, parse_grid
+    from mixprune.explore.sweep import cells, parse_grid
 
     grid = parse_grid(["train.epochs=1", "train.batch_size=64", "train.lr=0.01", "train.momentum=0.5",
                        "train.weight_decay=0.0001", "train.lr_decay_epoch=1", "train.lr_decay_factor=0.5",

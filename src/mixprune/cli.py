@@ -30,8 +30,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import StudyConfig, config_path, flag_fields, load_config_file, with_overrides
-from .errors import ConfigError, MixpruneError
+from .core.config import StudyConfig, config_path, flag_fields, layered, read_toml
+from .core.errors import ConfigError, MixpruneError
+from .core.runtime import available_cores
+from .study.results import Results
 
 err = Console(stderr=True)
 MAX_BENCH_BATCH, MAX_BENCH_SECONDS = 65_536, 60.0  # a bench measurement's largest batch and time budget
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="re-render report.md from a run directory's results.json, or write one report "
                        "over every run below a directory (a sweep)")
     r.add_argument("run_dir", metavar="RUN_DIR")
-    from .data import describe
+    from .data.registry import describe
 
     known = "; ".join(f"{n}: {s}" for n, s in describe().items())
     data = sub.add_parser("data", help="get or check a dataset's files")
@@ -193,28 +195,27 @@ class RichObserver:
                                     f"{metrics['params_nonzero']} nonzero params")
 
 
-def summary_table(results: dict) -> Table:
+def summary_table(results: Results) -> Table:
     """The study at a glance; report.md has the paper's full Tables 2-4 beside ours."""
-    from . import paper
-    from .audit import paper_setting
-    from .report import fmt
-    from .variants import from_results
+    from .reporting.audit import paper_setting
+    from .reporting.paper_report import paper_figure
+    from .reporting.report import fmt
 
-    n = len(results["config"]["seeds"])
+    n = len(results.seeds_run)
     quote = paper_setting(results)
     t = Table(title=f"mixprune reproduce: mean ± std over {n} seed(s)" + ("; the paper's figure in brackets" if quote
                                                                            else ""))
     for col in ("Model", "Test acc (%)", "Test loss", "Nonzero params", "b=256 latency (ms)", "fp16 KiB",
                 "sparse KiB"):
         t.add_column(col, justify="left" if col == "Model" else "right")
-    design = from_results(results)
-    for name, entry in results["models"].items():
-        s = entry["summary"]
+    design = results.design
+    for name in results.names:
+        s = results.summary(name)
         f = lambda key, digits=2, scale=1.0: fmt(s.get(key), digits, scale, show_n=False)  # noqa: E731
         acc, loss = f("test_accuracy"), f("test_loss", 3)
-        if quote and name in paper.TEST_ACCURACY:
-            acc += f" [{paper.TEST_ACCURACY[name]}]"
-            loss += f" [{paper.TEST_LOSS[name]}]" if paper.TEST_LOSS[name] else ""
+        if quote and paper_figure(name, "test_accuracy") is not None:
+            acc += f" [{paper_figure(name, 'test_accuracy')}]"
+            loss += f" [{paper_figure(name, 'test_loss')}]" if paper_figure(name, "test_loss") else ""
         t.add_row(design.label(name), acc, loss, f("params_nonzero", 0), f("latency_ms_batch256", 3),
                   f("size_bytes_fp16", 1, 1 / 1024), f("size_bytes_sparse", 1, 1 / 1024))
     return t
@@ -222,7 +223,7 @@ def summary_table(results: dict) -> Table:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .api import reproduce
-    from .report import observations
+    from .reporting.publish import observations
 
     cfg = _base_config(args, ())
     with RichObserver(_progress(transient=False)).shown() as observer:
@@ -230,7 +231,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out.print(summary_table(results))
     for line in observations(results):
         out.print(f"- {line}", markup=False, highlight=False)
-    err.print(f"[bold]Done.[/bold] Results in {results['output_dir']} (results.json, report.md, history.csv, models/)")
+    err.print(f"[bold]Done.[/bold] Results in {results.output_dir} (results.json, report.md, history.csv, models/)")
     return 0
 
 
@@ -239,8 +240,8 @@ SEARCH_FLAGS = ("min_accuracy", "max_bytes", "objective", "budget_minutes", "spa
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .paths import default_out_dir
-    from .search import SearchSpec, run_search
+    from .core.paths import default_out_dir
+    from .explore.search import SearchSpec, run_search
 
     base = _base_config(args, SEARCH_FLAGS)
     given = {k: getattr(args, k) for k in ("sparsities", "methods", "alphas", "max_drops")
@@ -257,22 +258,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .errors import OutputError
-    from .paths import RunPaths
-    from .report import write_report
+    from .core.errors import OutputError
+    from .core.paths import RunPaths
+    from .reporting.publish import write_report
 
     paths = RunPaths(Path(args.run_dir))
     if not paths.root.is_dir():
         raise OutputError(f"{paths.root} is not a directory; pass a run directory or a directory of runs (a sweep)")
     if not paths.results_json.exists():  # a sweep, or any directory of runs: one report over all of them
-        from .compare import write_collection_report
+        from .reporting.compare import write_collection_report
 
         write_collection_report(paths.root)
         out.print(f"wrote {paths.root / 'report.md'} and report.html")
         return 0
-    from .results import read_results
-
-    results = read_results(paths.results_json)
+    results = Results.load(paths.results_json)
     try:
         write_report(results, paths)
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
@@ -286,12 +285,15 @@ def _progress(transient: bool) -> Progress:
                     TextColumn("{task.fields[acc]}"), console=err, transient=transient)
 
 
-def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: StudyConfig | None = None) -> StudyConfig:
-    """The paper's settings, then `default` (a study file's), then --config FILE, then the flags given."""
-    from .backends import available_cores
-
-    cfg = load_config_file(config_path(args.config), base=default) if args.config else (default or StudyConfig())
-    cfg = with_overrides(cfg, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
+def _base_config(args: argparse.Namespace, skip: tuple[str, ...],
+                 study: tuple[str, dict] | None = None) -> StudyConfig:
+    """The paper's settings, then `study` (a study file's settings), then --config FILE, then the flags given,
+    checked together once merged."""
+    layers = [study] if study else []
+    if args.config:
+        path = config_path(args.config)
+        layers.append((f"config file {path}", read_toml(path, "config file")))
+    cfg = layered(layers, {k: v for k, v in vars(args).items() if k not in ("command", "config") + skip})
     if cfg.backend == "local" and cfg.threads > available_cores():
         err.print(f"mixprune: warning: --threads {cfg.threads} is more than this machine's {available_cores()} cores; "
                   "training will be slower (results depend on the thread count, which is recorded)",
@@ -300,14 +302,14 @@ def _base_config(args: argparse.Namespace, skip: tuple[str, ...], default: Study
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .paths import default_out_dir
-    from .sweep import load_study, parse_grid, run_sweep
+    from .core.paths import default_out_dir
+    from .explore.sweep import load_study, parse_grid, run_sweep
 
-    study_cfg, grid = load_study(args.study) if args.study else (None, {})
+    study, grid = load_study(args.study) if args.study else (None, {})
     grid.update(parse_grid(args.grid))
     if not grid and not args.study:
         raise ConfigError("mixprune sweep needs --grid FIELD=V1,V2 or --study NAME|FILE")
-    base = _base_config(args, ("grid", "study"), default=study_cfg)
+    base = _base_config(args, ("grid", "study"), study)
     out_dir = Path(base.out) if base.out else default_out_dir("sweep")
     with RichObserver(_progress(transient=True)).shown() as observer:
         summary = run_sweep(base, grid, out_dir, observer=observer)  # type: ignore[arg-type]
@@ -320,9 +322,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_models, bench_targets, run_calibration
-
-    from .backends import available_cores
+    from .commands.bench import bench_models, bench_targets, run_calibration
 
     for label, values, hi in (("--batches", args.batches, MAX_BENCH_BATCH), ("--threads", args.threads or [1],
                                                                              available_cores())):
@@ -355,16 +355,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for line in entry["verdicts"]:
             out.print(f"- {line}", markup=False, highlight=False)
     if out_json is not None:  # after printing: what was measured is shown even where it cannot be saved
-        from .atomic import write_text_atomic
+        from .core.atomic import write_text_atomic
 
         write_text_atomic(out_json, json.dumps(result, indent=1))
     return 0
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .errors import OutputError
-    from .paths import default_out_dir
-    from .sensitivity import LADDER, run_sensitivity, write_sensitivity
+    from .commands.sensitivity import LADDER, run_sensitivity, write_sensitivity
+    from .core.errors import OutputError
+    from .core.paths import default_out_dir
 
     cfg = _base_config(args, ("model_file", "ladder"))
     out_dir = Path(cfg.out) if cfg.out else default_out_dir("sensitivity")
@@ -390,8 +390,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .config import DataConfig
-    from .data import download, load_dataset
+    from .core.config import DataConfig
+    from .data.registry import download, load_dataset
 
     if args.data_command == "download":
         where = download(args.dataset, args.directory)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .dataset import Dataset
 from .idx import ENV_VAR, candidate_dirs, user_cache_dir
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .dataset import Dataset
 
 TEST_IMAGES = 360

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_path, ensure_dir
-from ..errors import DataError
+from ..core.atomic import atomic_path, ensure_dir
+from ..core.errors import DataError
 from .dataset import Dataset, memory_budget
 from .idx import user_cache_dir
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .dataset import Dataset
 
 ENV_VAR = "MIXPRUNE_DATA"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .cifar import CIFAR, download_cifar, load_cifar
 from .dataset import Dataset
 from .digits import load_digits
@@ -24,7 +24,7 @@ from .folder import load_folder
 from .idx import IDX_FAMILY, download_idx, load_idx
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
+    from ..core.config import DataConfig
 
 FOLDER = "folder:"
 

@@ -11,7 +11,8 @@ on an example input of that shape: a model that cannot take it is refused here w
 anything trains. LeNet-5 draws its weights from the given generator (the paper's bits); other models
 are built under a forked global RNG seeded from that generator, so runs stay reproducible and the
 caller's global RNG is untouched. torchvision models get their first convolution rebuilt for the
-dataset's channels and `num_classes` outputs; timm models get `in_chans` and `num_classes`.
+dataset's channels and `num_classes` outputs; timm models get `in_chans` and `num_classes`. Each kind of
+--arch is one entry of FAMILIES (how it is built, and rebuilt from a file's description).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import copy
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.config import ModelConfig
+from ..core.errors import ConfigError
 from .lenet5 import LeNet5
 
 LENET = "lenet5"
@@ -146,33 +149,78 @@ def check_input(model: nn.Module, arch: str, input_shape: tuple[int, int, int], 
                           f"[batch, {num_classes}] for the dataset's {num_classes} classes")
 
 
+def _lenet(arch: str, input_shape: tuple[int, int, int], num_classes: int, generator: torch.Generator | None,
+           dropout: float) -> nn.Module:
+    """The paper's network, its weights drawn from `generator` (the paper's bits)."""
+    c, h, w = input_shape
+    try:
+        return LeNet5(dropout=dropout, generator=generator, in_channels=c, num_classes=num_classes, input_hw=(h, w))
+    except ValueError as exc:
+        raise ConfigError(f"--arch lenet5: {exc}") from None
+
+
+def _seeded(builder: Callable[[str, int, int], nn.Module], strip_prefix: bool = True) -> Callable[..., nn.Module]:
+    """A family's builder run under a fork of the global RNG seeded from the init generator: runs stay reproducible
+    and the caller's global RNG is untouched."""
+    def build(arch: str, input_shape: tuple[int, int, int], num_classes: int, generator: torch.Generator | None,
+              dropout: float) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed_from(generator))
+            model = builder(arch.partition(":")[2] if strip_prefix else arch, input_shape[0], num_classes)
+        model.input_shape = tuple(input_shape)
+        return model
+    return build
+
+
+def _python(arch: str, *_: Any) -> nn.Module:
+    raise ConfigError(f"--arch {arch} names a model given as Python code: pass it to mixprune.reproduce(..., "
+                      "model=...), or name a file with --arch PATH.py:FUNCTION")
+
+
+def _rebuild_lenet(desc: dict[str, Any]) -> nn.Module:
+    c, h, w = (int(v) for v in desc["input_shape"])
+    return LeNet5(dropout=float(desc.get("dropout", 0.0)), widths=tuple(int(v) for v in desc["widths"]),  # type: ignore[arg-type]
+                  in_channels=c, num_classes=int(desc["num_classes"]), input_hw=(h, w))
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of --arch: how it is built (arch, input shape, classes, init generator, dropout) and rebuilt from a
+    file's description (None: built again from its arch)."""
+    build: Callable[[str, tuple[int, int, int], int, torch.Generator | None, float], nn.Module]
+    rebuild: Callable[[dict[str, Any]], nn.Module] | None = None
+    dropout: bool = False  # takes --dropout (other networks bring their own)
+
+
+FAMILIES = {LENET: Family(_lenet, _rebuild_lenet, dropout=True),
+            "torchvision": Family(_seeded(_torchvision)),
+            "timm": Family(_seeded(_timm)),
+            "file": Family(_seeded(_from_file, strip_prefix=False)),
+            "python": Family(_python)}
+
+
+def check_arch(arch: str, dropout: float = 0.0) -> None:
+    """ConfigError for an --arch this registry does not know, or a --dropout its family does not take."""
+    family = FAMILIES[kind(arch)]
+    if dropout and not family.dropout:
+        raise ConfigError(f"invalid --dropout {dropout} with --arch {arch}: dropout is lenet5's (before fc2 and fc3); "
+                          "other networks bring their own")
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """check_arch for the model section of a config."""
+    check_arch(cfg.arch, cfg.dropout)
+
+
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int,
                 generator: torch.Generator | None = None, dropout: float = 0.0, check: bool = True) -> nn.Module:
     """A freshly initialised network for inputs of input_shape (C, H, W) and num_classes outputs; `check`
     runs it once on example inputs (off when rebuilding a file's network, whose input may be large)."""
-    c, h, w = input_shape
-    k = kind(arch)
-    if dropout and k != LENET:
-        raise ConfigError(f"--dropout applies to lenet5 only (its fc1/fc2 dropout); --arch {arch} has its own")
-    if k == LENET:
-        try:
-            model: nn.Module = LeNet5(dropout=dropout, generator=generator, in_channels=c, num_classes=num_classes,
-                                      input_hw=(h, w))
-        except ValueError as exc:
-            raise ConfigError(f"--arch lenet5: {exc}") from None
-    else:
-        if k == "python":
-            raise ConfigError(f"--arch {arch} names a model given as Python code: pass it to mixprune.reproduce(..., "
-                              "model=...), or name a file with --arch PATH.py:FUNCTION")
-        builders = {"torchvision": _torchvision, "timm": _timm, "file": _from_file}
-        name = arch if k == "file" else arch.partition(":")[2]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed_from(generator))
-            model = builders[k](name, c, num_classes)
-        model.input_shape = (c, h, w)
+    check_arch(arch, dropout)
+    model = FAMILIES[kind(arch)].build(arch, tuple(input_shape), num_classes, generator, dropout)
     model.arch, model.output_classes = arch, num_classes
     if check:
-        check_input(model, arch, (c, h, w), num_classes)
+        check_input(model, arch, tuple(input_shape), num_classes)
     return model
 
 
@@ -223,9 +271,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
 
 def rebuild(desc: dict[str, Any], arch_override: str | None = None) -> nn.Module:
     """An untrained model of the described structure (weights to be loaded by the caller)."""
-    arch = desc["arch"]
-    c, h, w = (int(v) for v in desc["input_shape"])
-    if arch == LENET:
-        return LeNet5(dropout=float(desc.get("dropout", 0.0)), widths=tuple(int(v) for v in desc["widths"]),  # type: ignore[arg-type]
-                      in_channels=c, num_classes=int(desc["num_classes"]), input_hw=(h, w))
-    return build_model(arch_override or arch, (c, h, w), int(desc["num_classes"]), check=False)
+    family = FAMILIES[kind(desc["arch"])]
+    if family.rebuild is not None:
+        return family.rebuild(desc)
+    return build_model(arch_override or desc["arch"], tuple(int(v) for v in desc["input_shape"]), int(desc["num_classes"]), check=False)
