@@ -35,11 +35,11 @@ def main() -> None:
            "--alpha", "0", "--no-latency", "--seeds", *args.seeds, "--out", str(out), *args.extra]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    results = Results.load(out / "results.json")
-
     from mixprune.commands.bench import bench_model
     from mixprune.deploy.files import load_model
     from mixprune.study.results import Results
+
+    results = Results.load(out / "results.json")
 
     arch = args.arch if args.arch.endswith(".py") or ".py:" in args.arch else None
     drops, macs, eager, ort = [], [], [], []
