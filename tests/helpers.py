@@ -78,3 +78,55 @@ def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> 
     assert len(lines) == 1, res.stderr
     for frag in fragments:
         assert frag in lines[0], lines[0]
+
+
+HELD_MODEL = '''"""LeNet-5 whose fine-tuning (a pruned copy: masks attached) waits until the file $MIXPRUNE_TEST_GO exists (10
+minutes at most): a run that a test interrupts there has provably finished its dense models."""
+import os
+import time
+
+from mixprune.models.lenet5 import LeNet5
+
+
+class Held(LeNet5):
+    def forward(self, x):
+        deadline = time.monotonic() + 600
+        while self.training and hasattr(self.conv1, "weight_mask") and time.monotonic() < deadline \\
+                and not os.path.exists(os.environ["MIXPRUNE_TEST_GO"]):
+            time.sleep(0.05)
+        return super().forward(x)
+
+
+def build(in_channels, num_classes):
+    return Held(in_channels=in_channels, num_classes=num_classes)
+'''
+
+
+def held_model(directory: Path) -> tuple[str, Path]:
+    """(--arch of a LeNet-5 whose fine-tuning waits for a file, that file's path: absent until the test creates it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "held.py").write_text(HELD_MODEL)
+    return f"{directory / 'held.py'}:build", directory / "go"
+
+
+def wait_for(predicate, what: str, seconds: float = 180.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll `predicate` until it holds; AssertionError naming `what` after `seconds`, or once `proc` has ended."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert proc is None or proc.poll() is None, f"the process ended before {what}: {proc.returncode}"
+        time.sleep(0.1)
+
+
+def recorded(out: Path) -> set[tuple[str, str]]:
+    """(variant, seed) of every model results.json in `out` records ({} while there is none, or it is being
+    replaced)."""
+    import json
+
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {(n, s) for n, e in results["models"].items() for s in e["seeds"]}

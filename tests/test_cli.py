@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from mixprune.cli import main
 from mixprune.data import FASHION_MNIST
 
-from .helpers import TINY, assert_one_line_error, cli, write_idx_set
+from .helpers import TINY, assert_one_line_error, cli, held_model, recorded, wait_for, write_idx_set
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -93,7 +94,7 @@ def test_reproduce_end_to_end_on_real_subset(tmp_path, real_data_dir):
 
 def test_second_writer_to_the_same_output_is_refused(tmp_path):
     from mixprune import StudyConfig, load_fashion_mnist, reproduce
-    from mixprune.core.atomic import exclusive_dir
+    from mixprune.core.outputs import exclusive_dir
     from mixprune.core.config import with_overrides
     from mixprune.core.errors import OutputError
 
@@ -106,39 +107,67 @@ def test_second_writer_to_the_same_output_is_refused(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the refused run was written
 
 
-@pytest.mark.realdata
-def test_kill_9_keeps_finished_results_and_leaves_no_worker(tmp_path, real_data_dir):
-    import signal
-    import time
-
-    from mixprune import load_model
-
+def _held_run(tmp_path: Path, *extra: str) -> tuple[list[str], dict, Path, Path]:
+    """A reproduce of two chains (seed 0, two workers) whose fine-tuning waits for the file `go`: the command, its
+    environment, its output directory and `go`."""
+    arch, go = held_model(tmp_path / "model")
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "mixprune", "reproduce", "--data-dir", str(real_data_dir), "--train-subset", "6000",
-            "--test-subset", "500", "--epochs", "4", "--finetune-epochs", "1", "--seeds", "0", "1", "--workers", "2",
-            "--threads", "1", "--no-latency", "--no-onnx", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "results.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed; give it more work"
-    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
-                              text=True).stdout.split()
-    assert len(children) == 2  # the two training workers
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(1.0)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
-    assert alive == []  # workers die with their parent, even on kill -9
-    results = json.loads((out / "results.json").read_text())  # complete JSON, never half-written
-    finished = [(n, s) for n, e in results["models"].items() for s in e["seeds"]]
-    assert finished
-    for name, seed in finished:
-        load_model(out / "models" / f"{name}-seed{seed}.safetensors")  # every recorded model loads
-    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    args = [sys.executable, "-m", "mixprune", "reproduce", "--dataset", "digits", "--image-size", "28", "--arch", arch,
+            "--epochs", "1", "--finetune-epochs", "1", "--seeds", "0", "--workers", "2", "--threads", "1",
+            "--no-latency", "--no-onnx", "--out", str(out), *extra]
+    return args, {**os.environ, "MIXPRUNE_TEST_GO": str(go)}, out, go
+
+
+def _files(out: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "models").iterdir()) if p.name.split("-seed")[0] in names}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupt_mid_chain_keeps_every_finished_model_and_the_rerun_resumes(tmp_path, sig):
+    """Interrupted while the pruned models fine-tune (they wait for `go`), the run has already written the finished
+    Baseline and Mixup, whole; Ctrl-C says so and exits 130; kill -9 leaves no worker behind. The same command
+    again keeps them as they are, makes the pruned models from them, and gives an uninterrupted run's numbers."""
+    args, env, out, go = _held_run(tmp_path)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: {("baseline", "0"), ("mixup", "0")} <= recorded(out), "the dense models", proc=proc)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
+                                 text=True).stdout.split()
+        assert ("pruned", "0") not in recorded(out) and len(workers) == 2
+        dense = _files(out, ("baseline", "mixup"))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in
+                             Path(f"/proc/{pid}/status").read_text().lower() for pid in workers), "the workers to end",
+             seconds=30)
+    assert recorded(out) == {("baseline", "0"), ("mixup", "0")} and _files(out, ("baseline", "mixup")) == dense
+    go.touch()
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(json.loads((out / "results.json").read_text())["models"]["mixup_pruned"]["seeds"]) == 2
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["execution"]["resumed_models"] == ["baseline-seed0", "mixup-seed0"]
+    assert _files(out, ("baseline", "mixup")) == dense  # kept as they were
+    whole = subprocess.run([*args[:-1], str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    uninterrupted = json.loads((tmp_path / "whole" / "results.json").read_text())
+    for name in ("pruned", "mixup_pruned"):
+        assert resumed["models"][name]["seeds"]["0"]["test_loss"] == uninterrupted["models"][name]["seeds"]["0"][
+            "test_loss"]
+
+
+def test_a_failure_later_in_a_chain_keeps_the_models_finished_before_it(tmp_path):
+    """Fine-tuning that diverges fails the run in one line, after the dense models were written."""
+    args, env, out, go = _held_run(tmp_path, "--finetune-lr", "1e30")
+    go.touch()
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]  # after the progress display of the models that trained
+    assert last.startswith("mixprune: error: finetune epoch 1") and "training loss became" in last
+    assert recorded(out) == {("baseline", "0"), ("mixup", "0")}
 
 
 @pytest.mark.realdata
@@ -175,28 +204,6 @@ def test_report_refuses_results_of_another_version(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "report.md").exists()
-
-
-@pytest.mark.realdata
-def test_ctrl_c_exits_130_and_keeps_finished_work(tmp_path, real_data_dir):
-    import signal
-    import time
-
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mixprune", "reproduce", "--data-dir", str(real_data_dir),
-                             "--train-subset", "6000", "--test-subset", "500", "--epochs", "4", "--seeds", "0", "1",
-                             "--workers", "2", "--threads", "1", "--no-latency", "--no-onnx", "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (out / "results.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "interrupted" in err and "Traceback" not in err
-    results = json.loads((out / "results.json").read_text())
-    assert any(e["seeds"] for e in results["models"].values())
 
 
 def test_sweep_bad_grid_is_one_line(tmp_path, capsys):

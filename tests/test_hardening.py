@@ -169,9 +169,13 @@ def test_long_grids_give_cell_names_a_file_system_accepts():
 
 
 def test_text_files_are_read_with_a_cap(tmp_path, capsys):
-    """--config /dev/zero, a results.json that is a link to /dev/zero, deeply nested TOML or JSON: one line each."""
+    """--config /dev/zero or a huge file, a results.json that is a link to /dev/zero, deeply nested TOML or JSON: one
+    line each."""
     out = tmp_path / "o"
-    assert "larger than" in one_line_exit_2(capsys, ["reproduce", "--config", "/dev/zero", "--out", str(out)])
+    assert "not a regular file" in one_line_exit_2(capsys, ["reproduce", "--config", "/dev/zero", "--out", str(out)])
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (1 << 21))
+    assert "larger than" in one_line_exit_2(capsys, ["reproduce", "--config", str(huge), "--out", str(out)])
     deep = tmp_path / "deep.toml"
     deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
     assert "nests" in one_line_exit_2(capsys, ["reproduce", "--config", str(deep), "--out", str(out)])

@@ -260,22 +260,25 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .core.errors import OutputError
     from .core.paths import RunPaths
-    from .reporting.publish import write_report
+    from .reporting.compare import runs_below, write_collection_report
+    from .reporting.publish import report_dir, write_report
 
     paths = RunPaths(Path(args.run_dir))
     if not paths.root.is_dir():
         raise OutputError(f"{paths.root} is not a directory; pass a run directory or a directory of runs (a sweep)")
     if not paths.results_json.exists():  # a sweep, or any directory of runs: one report over all of them
-        from .reporting.compare import write_collection_report
-
-        write_collection_report(paths.root)
+        runs = runs_below(paths.root)
+        with report_dir(paths.root):
+            write_collection_report(paths.root, runs)
         out.print(f"wrote {paths.root / 'report.md'} and report.html")
         return 0
     results = Results.load(paths.results_json)
-    try:
-        write_report(results, paths)
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
-        raise OutputError(f"{paths.results_json} lacks expected content ({exc!r}); was it written by mixprune?") from None
+    with report_dir(paths.root):
+        try:
+            write_report(results, paths)
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+            raise OutputError(f"{paths.results_json} lacks expected content ({exc!r}); was it written by "
+                              "mixprune?") from None
     out.print(f"wrote {paths.report_md}")
     return 0
 
@@ -362,17 +365,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .commands.sensitivity import LADDER, run_sensitivity, write_sensitivity
-    from .core.errors import OutputError
+    from .commands.sensitivity import LADDER, run_sensitivity
     from .core.paths import default_out_dir
 
     cfg = _base_config(args, ("model_file", "ladder"))
     out_dir = Path(cfg.out) if cfg.out else default_out_dir("sensitivity")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputError(f"--out {out_dir} already holds files; choose a new --out")
     with RichObserver(_progress(transient=True)).shown() as observer:
-        result = run_sensitivity(cfg, args.model_file, tuple(args.ladder or LADDER), observer)
-    write_sensitivity(result, out_dir)
+        result = run_sensitivity(cfg, args.model_file, tuple(args.ladder or LADDER), observer, out_dir)
     ladder = result["ladder"]
     t = Table(title=f"Validation accuracy drop (points) with one group pruned; base {result['base_accuracy']:.2f}% "
                     f"on {result['validation_examples']} held-out images")

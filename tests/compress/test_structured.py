@@ -350,5 +350,7 @@ def test_cli_sensitivity_writes_table_plot_and_the_ratios_flag(tmp_path, user_mo
     assert result["validation_examples"] > 0 and "minus the validation split" in result["model"]
     assert (out / "sensitivity.png").stat().st_size > 0 and (out / "sensitivity.csv").read_text().startswith("group,")
     assert f"--prune-ratios {result['prune_ratios_flag']}" in printed.replace("\n", "")
-    assert main(argv) == 2  # the results of the first call are not replaced
-    assert "already holds files" in capsys.readouterr().err
+    other = [*argv[:-4], "--max-drop", "1", "--out", str(out)]
+    assert main(other) == 2  # the results of the first call are not replaced by another table
+    assert "already holds another sensitivity" in capsys.readouterr().err
+    assert json.loads((out / "sensitivity.json").read_text()) == result

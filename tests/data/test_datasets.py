@@ -93,7 +93,7 @@ def test_digits_offline_fixed_split_and_resize():
     assert (len(ds.train_y), len(ds.test_y)) == (1437, 360) and ds.shape == (1, 8, 8)
     per_class = torch.bincount(torch.cat([ds.train_y, ds.test_y]))
     assert ((torch.bincount(ds.test_y) - per_class * 360 / 1797).abs() <= 1).all()  # stratified
-    again = load_dataset(DataConfig(dataset="digits", image_size=28))
+    again = load_dataset(DataConfig(dataset="digits")).resized(28)
     assert again.shape == (1, 28, 28) and torch.equal(again.test_y, ds.test_y)
     assert again.train_x.dtype == torch.uint8 and int(again.train_x.max()) > 200
 

@@ -142,7 +142,7 @@ def test_a_config_file_layers_over_a_study_file(tmp_path):
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
-    from mixprune.core.atomic import exclusive_dir
+    from mixprune.core.outputs import exclusive_dir
     from mixprune.core.errors import OutputError
 
     out = tmp_path / "sw"
@@ -155,7 +155,7 @@ def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
 
 def test_quick_sweep_measures_accuracy_only_and_still_reports(tmp_path):
     """--quick (bench.quick): test metrics, counts and the fp32 file per model; the sweep and its reports work."""
-    from mixprune.reporting.compare import write_collection_report
+    from mixprune.reporting.compare import runs_below, write_collection_report
 
     ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
     base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
@@ -170,5 +170,5 @@ def test_quick_sweep_measures_accuracy_only_and_still_reports(tmp_path):
         assert sorted(p.name for p in (run / "models").iterdir()) == sorted(
             f"{n}-seed0.safetensors" for n in ("baseline", "mixup", "pruned", "mixup_pruned"))
         assert "not testable here" in (run / "report.md").read_text()
-    write_collection_report(tmp_path / "sw")
+    write_collection_report(tmp_path / "sw", runs_below(tmp_path / "sw"))
     assert (tmp_path / "sw" / "report.md").is_file()

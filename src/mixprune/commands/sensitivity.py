@@ -11,20 +11,27 @@ Baseline trained here), the files.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..compress.sensitivity import LADDER, choose_ratios, ratios_flag, sensitivity
 from ..compress.structured import unit_groups
-from ..core.atomic import ensure_dir, write_text_atomic
-from ..core.config import StudyConfig
+from ..core.atomic import ensure_dir, read_text_capped, write_text_atomic
+from ..core.config import PLACEMENT_FIELDS, StudyConfig, to_dict
 from ..core.errors import ConfigError
-from ..core.runtime import resolve_device
+from ..core.outputs import check_location, claimed
+from ..core.runtime import generator, resolve_device
+from ..data.dataset import Dataset
 from ..data.prepare import prepare_dataset, prepare_tensors
-from ..deploy.files import load_model
-from ..models import LENET, kind
+from ..deploy.files import load_model, read_model_file
+from ..models import LENET, describe, kind
 from ..reporting.plots import sensitivity_plot
 from ..study.jobs import Problem, dense_job, run_jobs
 from ..study.observer import Observer
@@ -32,23 +39,67 @@ from ..study.variants import PAPER
 
 
 def run_sensitivity(cfg: StudyConfig, model_file: str | None = None, ladder: tuple[float, ...] = LADDER,
-                    observer: Any = None) -> dict[str, Any]:
+                    observer: Any = None, out_dir: Path | None = None) -> dict[str, Any]:
     """`mixprune sensitivity`: hold out cfg.prune.val_fraction of the training images, take the model (from
     model_file, or the dense Baseline trained here on the rest with cfg's recipe and first seed), measure each
     group's drop along the ladder and choose ratios within cfg.prune.max_drop. Returns what sensitivity.json
-    holds."""
+    holds; with `out_dir`, claimed (core.outputs) before anything trains, also writes it there. Every input is
+    checked first: the data, the model file (its network, input shape and classes), the groups left to prune."""
     if any(not 0.0 < r < 1.0 for r in ladder):
         raise ConfigError(f"invalid --ladder {list(ladder)}: every ratio must be in (0, 1)")
     ds = prepare_dataset(cfg, None)
     if ds.val_y is None:
         ds = ds.hold_out(cfg.prune.val_fraction)
     device = resolve_device(cfg.device)
+    model = _model_file(cfg, model_file, ds) if model_file is not None else None
+    _check_groups(cfg, model or Problem(ds.shape, ds.num_classes).build(cfg, generator(0, "init")),
+                  model_file or cfg.model.arch)
+    if out_dir is None:
+        return _sensitivity(cfg, ds, device, model, model_file, ladder, observer)
+    check_location(out_dir, "--out")
+    settings = {"config": {k: v for k, v in to_dict(cfg).items() if k not in PLACEMENT_FIELDS},
+                "ladder": list(ladder), "model": model_file and hashlib.sha256(read_model_file(model_file)).hexdigest()}
+    with claimed(out_dir, "sensitivity", functools.partial(_same, settings=settings), cfg.overwrite) as where:
+        result = _sensitivity(cfg, ds, device, model, model_file, ladder, observer)
+        write_sensitivity({**result, "settings": settings}, where)
+    return result
+
+
+def _same(root: Path, settings: dict[str, Any]) -> bool | None:
+    """Whether root holds a sensitivity table of the same settings (it is measured again), another one, or none."""
+    try:
+        return json.loads(read_text_capped(root / "sensitivity.json", 1 << 24)).get("settings") == settings
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return False
+
+
+def _model_file(cfg: StudyConfig, model_file: str, ds: Dataset) -> nn.Module:
+    """The --model network, checked to take the dataset's images and give its classes."""
+    model = load_model(model_file, cfg.model.arch if kind(cfg.model.arch) == "file" else None)
+    if tuple(model.input_shape) != ds.shape:
+        raise ConfigError(f"{model_file} takes {list(model.input_shape)} inputs, the dataset has {list(ds.shape)}; "
+                          "choose the dataset it was trained on (--dataset, --image-size)")
+    classes = describe(model)["num_classes"]
+    if classes != ds.num_classes:
+        raise ConfigError(f"{model_file} gives {classes} classes, the dataset has {ds.num_classes}; choose the dataset "
+                          "it was trained on (--dataset)")
+    return model
+
+
+def _check_groups(cfg: StudyConfig, model: nn.Module, what: str) -> None:
+    """ConfigError where --keep leaves the network no channel group to prune (found before anything trains)."""
+    if not unit_groups(model.eval(), cfg.prune.keep_layers()):
+        raise ConfigError(f"--prune-method structured: {what} has no channel group to prune (every layer is the "
+                          "classifier or in --keep)")
+
+
+def _sensitivity(cfg: StudyConfig, ds: Dataset, device: torch.device, model: nn.Module | None,
+                 model_file: str | None, ladder: tuple[float, ...], observer: Any) -> dict[str, Any]:
     data = prepare_tensors(ds, device)
-    if model_file is not None:
-        model = load_model(model_file, cfg.model.arch if kind(cfg.model.arch) == "file" else None).to(device)
-        if tuple(model.input_shape) != ds.shape:
-            raise ConfigError(f"{model_file} takes {list(model.input_shape)} inputs, the dataset has {list(ds.shape)}; "
-                              "choose the dataset it was trained on (--dataset, --image-size)")
+    if model is not None:
+        model = model.to(device)
         source = f"{model_file} (its training images are not known here: the split may not be held out from it)"
     else:
         seed = cfg.seeds[0]

@@ -1,18 +1,26 @@
-"""Atomic file writes: write to a temporary file in the same directory, then rename over the target.
+"""Files written atomically, and files read safely.
 
-A reader (or a crash) never sees a half-written file: the target is either the old file or the new one.
+Writes go to a temporary file in the same directory, then are renamed over the target: a reader (or a crash)
+never sees a half-written file, the target is either the old file or the new one. Reads of files a user may
+have been given open regular files only (a FIFO, a device or a directory is refused at once, never waited on
+or read without end) and hold no more than a stated number of bytes.
 
     write_text_atomic(path, text); write_bytes_atomic(path, data)
     with atomic_path(path) as tmp: some_library.save(obj, tmp)
+    read_capped(path, limit); read_text_capped(path, limit)    # TooLarge beyond limit, OSError for non-files
+    with open_regular(path) as fh: ...                        # a regular file's binary stream
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import OutputError
 
@@ -23,7 +31,7 @@ def ensure_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output directory {path}: {exc.strerror or exc}; "
-                          "choose another location with --out") from None
+                          "choose a location you can write to") from None
     return path
 
 
@@ -37,7 +45,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot write to {target.parent}: {exc.strerror or exc}; "
-                          "choose another location with --out") from None
+                          "choose a location you can write to") from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
@@ -49,63 +57,38 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def exclusive_dir(path: Path) -> Iterator[Path]:
-    """Hold an exclusive lock on directory `path` (a `.lock` file in it, fcntl.flock) for the block:
-    a second process that wants the same output directory fails at once instead of mixing files."""
-    import fcntl
-
-    ensure_dir(path)
-    try:
-        handle = open(path / ".lock", "a+")
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path}: {exc.strerror or exc}; choose another location with --out") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"another mixprune process is writing to {path}; wait for it to finish or choose "
-                              "another --out") from None
-        yield path
-    finally:
-        handle.close()  # closing releases the lock; the empty .lock file stays, harmlessly
-
-
-def swap_dirs(new: Path, target: Path) -> None:
-    """Put directory `new` in place of `target` and remove what was there: one atomic exchange of the two
-    names (Linux renameat2 RENAME_EXCHANGE) where the file system allows it, else two renames; `target`
-    never holds a mix of both."""
-    import ctypes
-    import shutil
-
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        at_fdcwd, rename_exchange = -100, 2
-        exchanged = libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(target), rename_exchange) == 0
-        if exchanged:
-            os.rename(new, old)  # `new` now names the old run
-        else:
-            os.rename(target, old)
-            os.rename(new, target)
-    except (OSError, AttributeError) as exc:
-        raise OutputError(f"cannot replace {target} with the new run in {new}: {exc}; the new run is complete in "
-                          f"{new}") from None
-    shutil.rmtree(old, ignore_errors=True)
-
-
 class TooLarge(ValueError):
-    """A file read as text holds more than its kind of file ever does."""
+    """A file holds more than its kind of file ever does."""
 
 
-def read_text_capped(path: Path, limit: int) -> str:
-    """A UTF-8 text file of at most `limit` bytes, read without ever holding more than limit + 1 bytes
-    (a symlink to /dev/zero, a huge file, ...): TooLarge beyond that; OSError and UnicodeDecodeError as usual."""
-    with open(path, "rb") as fh:
+def open_regular(path: Path | str) -> BinaryIO:
+    """`path` opened for reading in binary, if it is a regular file (after following links); OSError with strerror
+    "not a regular file" for a FIFO, a device, a socket or a directory: opened without blocking, so a FIFO with no
+    writer is refused at once instead of waited on, and /dev/zero is never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_capped(path: Path | str, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes, read without ever holding more than limit + 1 bytes: TooLarge
+    beyond that; OSError as open_regular says."""
+    with open_regular(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"{path} holds more than {limit:,} bytes")
-    return data.decode("utf-8")
+    return data
+
+
+def read_text_capped(path: Path | str, limit: int) -> str:
+    """A UTF-8 text file of at most `limit` bytes (read_capped); UnicodeDecodeError where it is not UTF-8."""
+    return read_capped(path, limit).decode("utf-8")
 
 
 def _umask() -> int:

@@ -26,7 +26,12 @@ import tomllib
 from .errors import ConfigError
 
 FLOAT32_MAX = 3.4028234663852886e38
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # every count and seed: far beyond any real one, far below what breaks
+MAX_EPOCHS = 100_000  # epochs of any phase: a run of more would not end
+MAX_BATCH = 1 << 20  # images per batch
 MAX_THREADS = 256  # threads per worker: far beyond any CPU this runs on, far below what makes torch misbehave
+MAX_SIDE = 1024  # the largest image side mixprune takes (--image-size, image folders, model files); small CNNs
+MAX_CLASSES = 1000  # the most classes a dataset may have (results hold a confusion matrix per model and seed)
 
 
 def opt(default: Any, help: str, flag: str | None = None, lo: float | None = None,
@@ -67,8 +72,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise TypeError("true or false")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("an integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not INT_MIN <= value <= INT_MAX:
+            raise TypeError(f"an integer from {INT_MIN} to {INT_MAX}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -139,7 +144,7 @@ class DataConfig(Checked):
                                "FashionMNIST, /usr/share/datasets/fashion-mnist", flag="--data-dir")
     image_size: int = opt(0, "resize every image to N x N pixels (bilinear); 0 keeps the dataset's size. Needed where "
                           "the network wants more pixels than the data has (LeNet-5 on 8x8 digits: 28) and for "
-                          "folders of images of different sizes", flag="--image-size", lo=0, hi=1024)
+                          "folders of images of different sizes", flag="--image-size", lo=0, hi=MAX_SIDE)
     test_fraction: float = opt(0.2, "folder:PATH with no train/ and test/ folders: the share of each class's images "
                                "held out for testing (a fixed split, seed 0)", flag="--test-fraction", lo=0.0,
                                lo_open=True, hi=1.0, hi_open=True)
@@ -153,7 +158,7 @@ class DataConfig(Checked):
     cv_fold: int = opt(-1, "k-fold cross-validation: hold out fold K (0-based) of the training images and evaluate "
                        "on it instead of the test split; -1 = off (train on all, test on the test split)",
                        flag="--cv-fold", lo=-1)
-    cv_folds: int = opt(5, "number of cross-validation folds (paper's Appendix E: 5)", flag="--cv-folds", lo=2)
+    cv_folds: int = opt(5, "number of cross-validation folds (paper's Appendix E: 5)", flag="--cv-folds", lo=2, hi=1000)
 
     def check(self) -> None:
         if self.cv_fold >= self.cv_folds:
@@ -175,17 +180,17 @@ class ModelConfig(Checked):
 @dataclass(frozen=True)
 class TrainConfig(Checked):
     SECTION = "train"
-    epochs: int = opt(10, "training epochs for the dense models (paper: 10)", flag="--epochs", lo=0)
-    batch_size: int = opt(128, "mini-batch size (paper: 128)", flag="--batch-size", lo=1)
+    epochs: int = opt(10, "training epochs for the dense models (paper: 10)", flag="--epochs", lo=0, hi=MAX_EPOCHS)
+    batch_size: int = opt(128, "mini-batch size (paper: 128)", flag="--batch-size", lo=1, hi=MAX_BATCH)
     lr: float = opt(0.01, "SGD learning rate (paper: 0.01)", flag="--lr", lo=0.0, lo_open=True)
     momentum: float = opt(0.9, "SGD momentum (paper: 0.9)", flag="--momentum", lo=0.0, hi=1.0, hi_open=True)
     weight_decay: float = opt(5e-4, "L2 weight decay (paper: 5e-4)", flag="--weight-decay", lo=0.0)
     lr_decay_epoch: int = opt(8, "after this many epochs the LR is multiplied by lr_decay_factor "
-                              "(paper: 8, i.e. epochs 9-10 run at 0.001)", flag="--lr-decay-epoch", lo=0)
+                              "(paper: 8, i.e. epochs 9-10 run at 0.001)", flag="--lr-decay-epoch", lo=0, hi=MAX_EPOCHS)
     lr_decay_factor: float = opt(0.1, "LR multiplier applied at lr_decay_epoch (paper: 0.1)",
                                  flag="--lr-decay-factor", lo=0.0, lo_open=True, hi=1.0)
     eval_batch_size: int = opt(1000, "batch size for evaluation (does not change results)",
-                               flag="--eval-batch-size", lo=1)
+                               flag="--eval-batch-size", lo=1, hi=MAX_BATCH)
     lr_schedule: str = opt("step", "learning-rate schedule, set per epoch (as timm's schedulers do by default): step "
                            "(paper: --lr, times --lr-decay-factor from --lr-decay-epoch on; fine-tuning at a constant "
                            "--finetune-lr), cosine (annealed to 0 over the epochs after warm-up; fine-tuning from "
@@ -194,7 +199,7 @@ class TrainConfig(Checked):
                            "--finetune-lr when fine-tuning)",
                            flag="--lr-schedule", choices=("step", "cosine", "onecycle"))
     warmup_epochs: int = opt(0, "epochs of linear LR warm-up before the schedule (epoch e of W runs at "
-                             "--lr * (e + 1) / (W + 1)); 0: none (paper)", flag="--warmup-epochs", lo=0)
+                             "--lr * (e + 1) / (W + 1)); 0: none (paper)", flag="--warmup-epochs", lo=0, hi=MAX_EPOCHS)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy in training and fine-tuning (0: none, "
                                  "paper); evaluation losses stay plain cross-entropy", flag="--label-smoothing",
                                  lo=0.0, hi=1.0, hi_open=True)
@@ -264,7 +269,7 @@ class PruneConfig(Checked):
                              flag="--gradual-end", lo=0.0, lo_open=True, hi=1.0)
     gradual_every: int = opt(50, "gradual: optimizer steps between mask updates", flag="--gradual-every", lo=1)
     finetune_epochs: int = opt(3, "fine-tuning epochs after pruning (paper: 'several'; our choice: 3)",
-                               flag="--finetune-epochs", lo=0)
+                               flag="--finetune-epochs", lo=0, hi=MAX_EPOCHS)
     finetune_lr: float = opt(0.001, "constant SGD LR while fine-tuning (paper: not given; our choice: "
                              "0.001, the final LR of training)", flag="--finetune-lr", lo=0.0, lo_open=True)
     finetune_mixup: str = opt("inherit", "Mixup while fine-tuning: inherit (paper: D with Mixup, C without), "
@@ -306,6 +311,9 @@ class PruneConfig(Checked):
             if not sep or not name or not 0.0 <= ratio < 1.0:
                 raise ConfigError(f"invalid --prune-ratios entry {entry.strip()!r}: use GROUP=R with R in [0, 1), "
                                   "e.g. conv1=0.5,fc1=0.3, or auto")
+            if name.strip() in out:
+                raise ConfigError(f"invalid --prune-ratios: {name.strip()} is given twice ({out[name.strip()]:g} and "
+                                  f"{ratio:g}); give each group once")
             out[name.strip()] = ratio
         return out
 
@@ -339,8 +347,7 @@ class BenchConfig(Checked):
                      flag="--onnx")
     min_run_time: float = opt(0.5, "at most this many seconds of timed runs per latency measurement; it stops "
                               "sooner (after 0.1 s) once the IQR of the runs is within 5 percent of their median",
-                              flag="--bench-seconds",
-                              lo=0.0, lo_open=True)
+                              flag="--bench-seconds", lo=0.0, lo_open=True, hi=60.0)
     quick: bool = opt(False, "training and accuracy only: test metrics, parameter and MAC counts and the fp32 "
                       "safetensors file; no latency, ONNX, robustness, other files or their decoded checks (sets "
                       "--no-latency --no-onnx); default: measure everything", flag="--quick")
@@ -360,7 +367,7 @@ class StudyConfig(Checked):
                       choices=("auto", "cpu", "cuda"))
     workers: int = opt(0, "worker processes training independent models at once (0 = one per CPU core, or up to "
                        "two per core where that ends uneven rounds of chains sooner, e.g. 3 chains on 2 cores; at "
-                       "most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0)
+                       "most one per model chain; 1 on a GPU unless set)", flag="--workers", lo=0, hi=1024)
     threads: int = opt(0, "CPU threads per worker (0 = cores / workers); results depend on it, so it is "
                        "recorded; more than the machine's cores only slows training (the CLI warns)", flag="--threads",
                        lo=0, hi=MAX_THREADS)
@@ -388,6 +395,9 @@ class StudyConfig(Checked):
     def check(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"invalid --seeds (seeds): seeds must be distinct, got {list(self.seeds)}")
+        if self.ray_address is not None and self.backend != "ray":
+            raise ConfigError(f"--address {self.ray_address} (ray_address) is for --backend ray; add --backend ray, or "
+                              "drop --address to train on this machine")
 
 
 SECTIONS = ("data", "model", "train", "mixup", "prune", "distill", "bench")
@@ -493,6 +503,8 @@ def read_toml(p: Path, what: str, hint: str = "") -> dict[str, Any]:
         return tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark: what some editors save first
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {p} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python refuses to convert it
+        raise ConfigError(f"{what} {p} holds a value mixprune cannot take ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise ConfigError(f"{what} {p} nests tables or arrays too deeply to be a mixprune {what}") from None
 

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.atomic import TooLarge, read_capped
 from ..core.errors import DataError
 from .dataset import Dataset
-from .idx import ENV_VAR, candidate_dirs, user_cache_dir
+from .idx import ENV_VAR, candidate_dirs, named_dir, user_cache_dir
 
 MAX_BATCH_BYTES = 256 * 2**20  # the largest real file (CIFAR-100 train) is 155 MB
 
@@ -67,11 +68,10 @@ class _ArraysOnly(pickle.Unpickler):
 def read_batch(path: Path, md5: str | None = None) -> dict[str, Any]:
     """One pickled batch as a dict with str keys; md5 (when given) is checked before anything is unpickled."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BATCH_BYTES:
-            raise DataError(f"{path}: {size} bytes is larger than any CIFAR batch ({MAX_BATCH_BYTES} at most); "
-                            "not a CIFAR file")
-        raw = path.read_bytes()
+        raw = read_capped(path, MAX_BATCH_BYTES)
+    except TooLarge:
+        raise DataError(f"{path}: larger than any CIFAR batch ({MAX_BATCH_BYTES:,} bytes at most); not a CIFAR "
+                        "file") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if md5 is not None and hashlib.md5(raw, usedforsecurity=False).hexdigest() != md5:
@@ -105,8 +105,9 @@ def _split(files: CifarFiles, folder: Path, entries: list[list[str]], verify: bo
 def find_folder(files: CifarFiles, data_dir: str | Path | None) -> Path:
     base = files.layout().base_folder
     searched = candidate_dirs(data_dir, files.name, None)
-    if data_dir and not (Path(data_dir).expanduser() / base).is_dir():
-        raise DataError(f"--data-dir {data_dir} has no {base}/ folder; {files.how_to_get()}")
+    named = named_dir(data_dir)
+    if named is not None and not (named[0] / base).is_dir():
+        raise DataError(f"{named[1]} has no {base}/ folder; {files.how_to_get()}")
     for d in searched:
         if (d / base).is_dir():
             return d / base

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..core.config import MAX_CLASSES
 from ..core.errors import DataError
 
 
@@ -56,7 +57,12 @@ class Dataset:
                             f"{list(self.test_x.shape[1:])}; they must match")
         if not self.classes:
             top = max((int(y.max()) for y in (self.train_y, self.test_y) if len(y)), default=0)
+            if top >= MAX_CLASSES:
+                raise DataError(f"{self.name}: a label is {top}, more classes than the {MAX_CLASSES:,} mixprune takes")
             object.__setattr__(self, "classes", tuple(str(c) for c in range(top + 1)))
+        if len(self.classes) > MAX_CLASSES:
+            raise DataError(f"{self.name}: {len(self.classes):,} classes, more than the {MAX_CLASSES:,} mixprune takes "
+                            "(each model's results hold a confusion matrix of them)")
         for split in ("train", "test"):
             y = getattr(self, f"{split}_y")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
@@ -112,9 +118,16 @@ class Dataset:
                                    val_x=self.train_x[val], val_y=self.train_y[val])
 
     def resized(self, size: int) -> Dataset:
-        """Every image resized to size x size (bilinear with antialiasing, rounded back to uint8)."""
+        """Every image resized to size x size (bilinear with antialiasing, rounded back to uint8); DataError, before
+        anything is allocated, where the resized images would take more than the memory budget."""
         if size <= 0 or (self.shape[1], self.shape[2]) == (size, size):
             return self
+        images = len(self.train_x) + len(self.test_x)
+        need, budget = images * self.shape[0] * size * size, memory_budget()
+        if need > budget:
+            raise DataError(f"{self.name}: {images:,} images resized to {size}x{size} take {need / 2**30:.1f} GiB, more "
+                            f"than the {budget / 2**30:.1f} GiB of memory at hand; use fewer images (--train-subset, "
+                            "--test-subset) or a smaller --image-size")
         return self._with(resize(self.train_x, size), self.train_y, resize(self.test_x, size), self.test_y)
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

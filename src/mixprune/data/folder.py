@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_path, ensure_dir
+from ..core.atomic import atomic_path, ensure_dir, read_text_capped, write_text_atomic
+from ..core.config import MAX_CLASSES, MAX_SIDE
 from ..core.errors import DataError
 from .dataset import Dataset, memory_budget
 from .idx import user_cache_dir
@@ -30,13 +32,24 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", "
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
+def class_name(directory: Path) -> str:
+    """A class folder's name as text: a name that is not UTF-8 keeps its bytes as backslash escapes (\\xe9), so that
+    every class keeps a distinct name that reports, plots and JSON can hold."""
+    return directory.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _scan(directory: Path) -> dict[str, list[Path]]:
-    """class name -> its image files (sorted), for every sub-directory of `directory`."""
+    """class name -> its image files (sorted), for every sub-directory of `directory`; DataError beyond MAX_CLASSES
+    class folders, found before any image is read."""
     try:
         subdirs = sorted(p for p in directory.iterdir() if p.is_dir())
     except OSError as exc:
         raise DataError(f"cannot read {directory}: {exc.strerror or exc}") from None
-    return {d.name: sorted(f for f in d.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file()) for d in subdirs}
+    if len(subdirs) > MAX_CLASSES:
+        raise DataError(f"{directory}: {len(subdirs):,} class folders, more than the {MAX_CLASSES:,} classes mixprune "
+                        "takes")
+    return {class_name(d): sorted(f for f in d.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file())
+            for d in subdirs}
 
 
 def _decode(path: Path, image_size: int, mode: str) -> np.ndarray:
@@ -76,6 +89,9 @@ def _shape(files: list[Path], image_size: int) -> tuple[int, int, int]:
         raise DataError(f"images have different sizes ({s1[0]}x{s1[1]} in {f1}, {s2[0]}x{s2[1]} in {f2}); "
                         "pass --image-size N to resize every image to N x N")
     w, h = (image_size, image_size) if image_size else next(iter(sizes))
+    if max(w, h) > MAX_SIDE:
+        raise DataError(f"images are {w}x{h} ({next(iter(sizes.values()))}), larger than the {MAX_SIDE} pixels a side "
+                        "mixprune takes; pass --image-size N to resize them")
     return (1 if all(gray for gray, _ in headers) else 3), h, w
 
 
@@ -100,15 +116,40 @@ def _stack(files: list[Path], image_size: int, budget: int) -> tuple[torch.Tenso
             out[i] = _as_chw(_decode(f, image_size, mode))
         return torch.from_numpy(out), None
     path = _mapped_file(files, shape, image_size)
-    if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
+    if not _intact(path, int(np.prod(shape))):
         ensure_dir(path.parent)
         with atomic_path(path) as tmp:
-            target = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+            with open(tmp, "r+b") as fh:  # the whole file's blocks, reserved now: a disk that fills up is an
+                os.posix_fallocate(fh.fileno(), 0, int(np.prod(shape)))  # error here, not SIGBUS on a mapped page
+            target = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
             for i, f in enumerate(files):
                 target[i] = _as_chw(_decode(f, image_size, mode))
             target.flush()
             del target
+        write_text_atomic(_digest_file(path), _digest(path))
     return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape)), path
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_suffix(".sha256")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _intact(path: Path, size: int) -> bool:
+    """Whether a decoded file from an earlier run can be used: its size, and the SHA-256 recorded beside it when it
+    was written (a file changed since, or cut short by a full disk, is decoded again)."""
+    try:
+        return (path.stat().st_size == size and
+                read_text_capped(_digest_file(path), 128).strip() == _digest(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _as_chw(a: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.atomic import open_regular
 from ..core.errors import DataError
 from .dataset import Dataset
 
@@ -97,6 +98,16 @@ def candidate_dirs(data_dir: str | Path | None = None, name: str = "fashion-mnis
     return dirs + [user_cache_dir(name)] + ([system_dir] if system_dir else [])
 
 
+def named_dir(data_dir: str | Path | None) -> tuple[Path, str] | None:
+    """The directory the user named for the dataset's files, and how (--data-dir, else $MIXPRUNE_DATA), or None: a
+    named directory must hold them; only unnamed places are passed over."""
+    if data_dir:
+        return Path(data_dir).expanduser(), f"--data-dir {data_dir}"
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}={os.environ[ENV_VAR]}"
+    return None
+
+
 def _find_file(directory: Path, base: str, layout: str) -> Path | None:
     # torchvision's download puts files under <root>/<Name>/raw/; accept that layout too.
     for d in (directory, directory / layout / "raw"):
@@ -109,15 +120,16 @@ def _find_file(directory: Path, base: str, layout: str) -> Path | None:
 def locate(data_dir: str | Path | None = None, spec: IdxFiles = FASHION_MNIST) -> dict[str, Path]:
     """Paths of the four files in the first place that has all of them; DataError listing the places."""
     searched = candidate_dirs(data_dir, spec.name, spec.system_dir)
+    named = named_dir(data_dir)
     if data_dir and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir} is not a directory; {spec.how_to_get()}")
     for d in searched:
         found = {role: _find_file(d, base, spec.torchvision) for role, base in spec.files.items()}
         if all(found.values()):
             return found  # type: ignore[return-value]
-        if d == (Path(data_dir).expanduser() if data_dir else None):
+        if named is not None and d == named[0]:
             missing = ", ".join(spec.files[r] for r, p in found.items() if p is None)
-            raise DataError(f"--data-dir {d} lacks {missing} (.gz or raw); {spec.how_to_get()}")
+            raise DataError(f"{named[1]} lacks {missing} (.gz or raw); {spec.how_to_get()}")
     places = ", ".join(str(d) for d in searched)
     raise DataError(f"{spec.torchvision} not found (looked in {places}); {spec.how_to_get()}")
 
@@ -126,7 +138,7 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     """File contents (at most `limit` bytes), gunzipped in a stream when the file starts with the gzip magic
     number: a small file that inflates to gigabytes costs no more memory than `limit`."""
     try:
-        with open(path, "rb") as raw:
+        with open_regular(path) as raw:
             gz = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
             fh = gzip.GzipFile(fileobj=raw) if gz else raw

@@ -5,9 +5,9 @@
     data = on_device(shared_cpu_tensors, gpu)  # a worker's copy on its GPU, moved once per process
     ds = as_dataset((train_x, train_y, test_x, test_y))   # what a Python user has, as a Dataset
 
-The view is what the config asks for, in this order: resized to --image-size, the first --train-subset /
---test-subset images, cross-validation fold --cv-fold held out as the evaluation split (replacing the test
-split), and, for --prune-ratios auto, a stratified validation split held out from the training images.
+The view is what the config asks for, in this order: the first --train-subset / --test-subset images, resized to
+--image-size, cross-validation fold --cv-fold held out as the evaluation split (replacing the test split), and,
+for --prune-ratios auto, a stratified validation split held out from the training images.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def evaluation_split(cfg: StudyConfig) -> str:
 
 
 def prepare_dataset(cfg: StudyConfig, dataset: Dataset | None) -> Dataset:
-    """The configured dataset (or the caller's), resized, subset and cross-validation split as cfg says."""
-    ds = load_dataset(cfg.data) if dataset is None else dataset.resized(cfg.data.image_size)
-    ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset)
+    """The configured dataset (or the caller's), subset, resized and cross-validation split as cfg says: subset
+    first, so that --image-size costs memory for the images used only (the same images either way: resizing is
+    per image)."""
+    ds = load_dataset(cfg.data) if dataset is None else dataset
+    ds = ds.subset(cfg.data.train_subset, cfg.data.test_subset).resized(cfg.data.image_size)
     if cfg.data.cv_fold >= 0:  # the held-out fold replaces the test split
         if len(ds.train_y) < 2 * cfg.data.cv_folds:
             raise ConfigError(f"--cv-folds {cfg.data.cv_folds} needs at least {2 * cfg.data.cv_folds} training images "

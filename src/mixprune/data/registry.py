@@ -1,6 +1,6 @@
 """Every dataset mixprune knows, one entry each, behind one interface.
 
-    ds = load_dataset(DataConfig(dataset="digits", image_size=28))    # a Dataset, resized when asked
+    ds = load_dataset(DataConfig(dataset="digits"))                    # a Dataset, loaded and verified
     describe()                                                         # name -> one line, for --help
 
 Entries: fashion-mnist (the paper's), mnist and kmnist (IDX files), cifar10 and cifar100 (torchvision's
@@ -82,9 +82,9 @@ def get(name: str) -> DatasetSpec:
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """The configured dataset: loaded, verified, resized to --image-size when set."""
-    spec = get(cfg.dataset)
-    return spec.load(cfg).resized(cfg.image_size)
+    """The configured dataset, loaded and verified (image folders are decoded at --image-size; any other dataset
+    keeps its size here: data.prepare resizes it once subset)."""
+    return get(cfg.dataset).load(cfg)
 
 
 def download(name: str, directory: str | None = None) -> Path:

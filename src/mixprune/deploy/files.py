@@ -24,18 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from ..compress.structured import shrink
-from ..core.atomic import write_bytes_atomic
+from ..core.atomic import TooLarge, read_capped, write_bytes_atomic
+from ..core.config import MAX_SIDE
 from ..core.errors import ConfigError, ModelFileError
-from ..models import LeNet5, describe, kind, prunable, rebuild
+from ..models import LENET, LeNet5, describe, described_parameters, kind, prunable, rebuild
 from ..models.lenet5 import LAYERS, PAPER_INPUT
 
 FORMAT = "mixprune.lenet5"  # the paper's network on 1x28x28 inputs, 10 classes (files as mixprune always wrote them)
 GENERIC_FORMAT = "mixprune.model"  # any network: its architecture as JSON (models.describe), rebuilt by the registry
-MAX_DIM = 1 << 16  # largest input side, channel or class count a file may describe
+MAX_DIM = 1 << 16  # largest channel, class or width count a file may describe
 
 
 def _metadata(model: nn.Module, encoding: str) -> dict[str, str]:
@@ -132,39 +133,70 @@ def gzip_size(path: Path) -> int:
     return len(gzip.compress(path.read_bytes(), compresslevel=9))
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
+MAX_MODEL_BYTES = 1 << 31  # 2 GiB: the file of any torchvision classifier fits; a small CNN's is kilobytes
+ENCODINGS = ("fp32", "fp16", "sparse-bitmask-fp16", "sparse-bitmask-int8")  # what mixprune files' metadata says
 
+
+def read_model_file(path: Path | str) -> bytes:
+    """The bytes of a model file: a regular file of at most MAX_MODEL_BYTES, or ModelFileError (one line)."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        return load_file(str(path)), meta
+        return read_capped(path, MAX_MODEL_BYTES)
     except FileNotFoundError:
         raise ModelFileError(f"model file {path} does not exist") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path} is not a readable safetensors file ({exc}); mixprune loads only "
+    except TooLarge:
+        raise ModelFileError(f"{path} is larger than {MAX_MODEL_BYTES:,} bytes: not a model file mixprune "
+                             "writes") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+
+
+def _read(data: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of safetensors bytes; ModelFileError where they are not a safetensors file."""
+    try:
+        (length,) = struct.unpack("<Q", data[:8]) if len(data) >= 8 else (len(data),)
+        if length > len(data) - 8:
+            raise ValueError(f"a header of {length:,} bytes in a file of {len(data):,}")
+        header = json.loads(data[8:8 + length])
+        meta = header.get("__metadata__") or {} if isinstance(header, dict) else None
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError("its metadata is not a table of strings")
+        return load(data), meta
+    except RecursionError:
+        raise ModelFileError(f"{where}: its header nests too deeply to be a safetensors file") from None
+    except (SafetensorError, ValueError) as exc:
+        raise ModelFileError(f"{where} is not a readable safetensors file ({exc}); mixprune loads only "
                              "safetensors model files") from None
 
 
-def _densify(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], path: Path) -> dict[str, torch.Tensor]:
+def _json(meta: dict[str, str], key: str, default: str, where: str) -> Any:
+    """A JSON value of the metadata (a description, widths); ModelFileError where it is not JSON or nests deeply."""
+    try:
+        return json.loads(meta.get(key, default))
+    except RecursionError:
+        raise ModelFileError(f"{where}: metadata {key} nests too deeply to be a model description") from None
+    except ValueError as exc:
+        raise ModelFileError(f"{where}: metadata {key} is not JSON ({exc})") from None
+
+
+def _densify(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], where: str) -> dict[str, torch.Tensor]:
     """The dense tensors of a sparse file: every bitmask/values pair expanded to the expected shape."""
     out = {}
     for key, shape in expected.items():
         bits, values = state.get(f"{key}.bitmask"), state.get(f"{key}.values")
         if bits is None and values is None:
             if key not in state:
-                raise ModelFileError(f"{path}: sparse file lacks {key}")
+                raise ModelFileError(f"{where}: sparse file lacks {key}")
             out[key] = state[key]
             continue
         if bits is None or values is None or bits.dtype != torch.uint8:
-            raise ModelFileError(f"{path}: sparse file lacks {key}.bitmask/values")
+            raise ModelFileError(f"{where}: sparse file lacks {key}.bitmask/values")
         keep = np.unpackbits(bits.numpy(), count=shape.numel()).astype(bool)
         if keep.size != shape.numel() or int(keep.sum()) != values.numel():
-            raise ModelFileError(f"{path}: {key} bitmask does not match {tuple(shape)} and its values")
+            raise ModelFileError(f"{where}: {key} bitmask does not match {tuple(shape)} and its values")
         if values.dtype == torch.int8:
             scale = state.get(f"{key}.scale")
             if scale is None or scale.numel() != 1:
-                raise ModelFileError(f"{path}: int8 sparse file lacks {key}.scale")
+                raise ModelFileError(f"{where}: int8 sparse file lacks {key}.scale")
             values = values.float() * scale
         dense = torch.zeros(shape.numel(), dtype=values.dtype)
         dense[torch.from_numpy(keep)] = values
@@ -172,117 +204,137 @@ def _densify(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], pa
     return out
 
 
-def _check_description(desc: Any, path: Path) -> dict[str, Any]:
-    """The architecture JSON of a file: plain types and sizes in range, before anything is built."""
+def _check_description(desc: Any, where: str) -> dict[str, Any]:
+    """The architecture JSON of a file: plain types and sizes in range, before anything is built: an input of at
+    most MAX_SIDE pixels a side, sizes (channels, classes, widths) in 1..MAX_DIM."""
     if not isinstance(desc, dict) or not isinstance(desc.get("arch"), str):
-        raise ModelFileError(f"{path}: architecture metadata is not a description of a model")
+        raise ModelFileError(f"{where}: architecture metadata is not a description of a model")
     shape, classes = desc.get("input_shape"), desc.get("num_classes")
-    if len(_sizes(shape, "input_shape", path)) != 3 or not _sizes([classes], "num_classes", path):
-        raise ModelFileError(f"{path}: architecture metadata has input_shape {shape!r}; expected three sizes")
+    if len(_sizes(shape, "input_shape", where)) != 3 or not _sizes([classes], "num_classes", where):
+        raise ModelFileError(f"{where}: architecture metadata has input_shape {shape!r}; expected three sizes")
+    if max(shape[1:]) > MAX_SIDE:
+        raise ModelFileError(f"{where}: metadata input_shape {shape} has a side above {MAX_SIDE} pixels, more than "
+                             "mixprune takes; the file is corrupt or crafted")
+    if desc["arch"] == LENET:
+        widths = _sizes(desc.get("widths"), "widths", where)
+        if len(widths) != 4:
+            raise ModelFileError(f"{where}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
     return desc
 
 
-def _sizes(values: Any, what: str, path: Path) -> tuple[int, ...]:
+def _sizes(values: Any, what: str, where: str) -> tuple[int, ...]:
     """Whole numbers in 1..MAX_DIM (widths, shapes, counts) from a file's metadata, or ModelFileError."""
     if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_DIM
                                                for v in values):
-        raise ModelFileError(f"{path}: metadata {what} {values!r} are not sizes in 1..{MAX_DIM}")
+        raise ModelFileError(f"{where}: metadata {what} {values!r} are not sizes in 1..{MAX_DIM}")
     return tuple(values)
 
 
-def _lenet_params(widths: tuple[int, ...], in_channels: int, classes: int, hw: tuple[int, int]) -> int:
-    """Parameters of a LeNet-5 of these widths and input, computed without building it."""
-    from ..models.lenet5 import pooled_hw
-
-    c1, c2, h1, h2 = widths
-    ph, pw = pooled_hw(hw)
-    return (c1 * in_channels * 25 + c1 + c2 * c1 * 25 + c2 + h1 * c2 * max(ph, 0) * max(pw, 0) + h1 + h2 * h1 + h2
-            + classes * h2 + classes)
-
-
-def _check_size(params: int, path: Path) -> None:
-    """A file holds at least one bit per parameter it describes (a sparse bitmask): a description that
-    promises more than that is refused before anything is allocated."""
-    limit = 8 * path.stat().st_size + 4096
+def _check_size(desc: dict[str, Any], nbytes: int, where: str, arch: str | None) -> None:
+    """A file holds at least one bit per parameter it describes (a sparse bitmask): a description that promises
+    more than that is refused before anything is allocated. The parameters are counted without allocating them
+    (models.described_parameters); a slimmed network, counted whole first, is counted slimmed on the meta device
+    where the whole one is more than the file holds."""
+    limit = 8 * nbytes + 4096
+    params = described_parameters(desc, arch)
+    if params > limit and desc.get("pruned_channels") is not None:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in _slimmed_to(rebuild(desc, arch), desc["pruned_channels"], where)
+                         .parameters())
     if params > limit:
-        raise ModelFileError(f"{path}: metadata describes a network of {params:,} parameters, more than a file of "
-                             f"{path.stat().st_size:,} bytes can hold; the file is corrupt or crafted")
+        raise ModelFileError(f"{where}: metadata describes a network of {params:,} parameters, more than a file of "
+                             f"{nbytes:,} bytes can hold; the file is corrupt or crafted")
 
 
-def _structure(meta: dict[str, str], path: Path, arch: str | None) -> nn.Module:
-    """The untrained network a file's metadata describes, checked against the file's size first."""
+def _description(meta: dict[str, str], where: str) -> dict[str, Any]:
+    """What the metadata says the network is, as models.describe writes it: a generic file's architecture JSON, or
+    the paper's LeNet-5 (1x28x28 inputs, 10 classes) with the widths and dropout a LeNet-5 file names."""
     if meta.get("format", FORMAT) == GENERIC_FORMAT:
-        desc = _check_description(json.loads(meta.get("architecture", "null")), path)
-        if desc["arch"] == "lenet5":
-            c, h, w = desc["input_shape"]
-            widths = _sizes(desc.get("widths"), "widths", path)
-            if len(widths) != 4:
-                raise ModelFileError(f"{path}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
-            _check_size(_lenet_params(widths, c, desc["num_classes"], (h, w)), path)
-        if kind(desc["arch"]) == "python":
-            raise ModelFileError(f"{path} holds a model given as Python code ({desc['arch']}); load it into your "
-                                 "network: load_model(path, model=your_model)")
-        if kind(desc["arch"]) == "file" and arch is None:
-            raise ModelFileError(f"{path} was built by your factory {desc['arch']}; mixprune imports user code only "
-                                 f"when you name it: load_model(path, arch='{desc['arch']}') or --arch "
-                                 f"{desc['arch']}")
-        return _slimmed_to(rebuild(desc, arch_override=arch), desc.get("pruned_channels"), path)
-    widths = _sizes(json.loads(meta.get("widths", "[6, 16, 120, 84]")), "widths", path)
-    if len(widths) != 4:
-        raise ModelFileError(f"{path}: LeNet-5 metadata needs 4 widths, got {list(widths)}")
-    _check_size(_lenet_params(widths, 1, 10, (28, 28)), path)
-    return LeNet5(dropout=float(meta.get("dropout", "0.0")), widths=widths)  # type: ignore[arg-type]
+        return _check_description(_json(meta, "architecture", "null", where), where)
+    dropout = float(meta.get("dropout", "0.0"))
+    if not 0.0 <= dropout < 1.0:
+        raise ModelFileError(f"{where}: metadata dropout {dropout} is not in [0, 1)")
+    return _check_description({"arch": LENET, "input_shape": [1, 28, 28], "num_classes": 10, "dropout": dropout,
+                               "widths": _json(meta, "widths", "[6, 16, 120, 84]", where)}, where)
 
 
-def _slimmed_to(model: nn.Module, pruned: Any, path: Path) -> nn.Module:
+def _structure(desc: dict[str, Any], where: str, nbytes: int, arch: str | None) -> nn.Module:
+    """The untrained network a file's description names, checked against the file's size first."""
+    if kind(desc["arch"]) == "python":
+        raise ModelFileError(f"{where} holds a model given as Python code ({desc['arch']}); load it into your "
+                             "network: load_model(path, model=your_model)")
+    if kind(desc["arch"]) == "file" and arch is None:
+        raise ModelFileError(f"{where} was built by your factory {desc['arch']}; mixprune imports user code only "
+                             f"when you name it: load_model(path, arch='{desc['arch']}') or --arch {desc['arch']}")
+    _check_size(desc, nbytes, where, arch)
+    return _slimmed_to(rebuild(desc, arch_override=arch), desc.get("pruned_channels"), where)
+
+
+def _slimmed_to(model: nn.Module, pruned: Any, where: str) -> nn.Module:
     """model with the channels a slimmed file's metadata says were removed (group root -> count) removed
     (Torch-Pruning; which channels does not matter, the weights are replaced), or model as it is."""
     if pruned is None:
         return model
     if not isinstance(pruned, dict) or not all(isinstance(k, str) for k in pruned):
-        raise ModelFileError(f"{path}: metadata pruned_channels {pruned!r} is not a map of layer names to counts")
-    counts = _sizes(list(pruned.values()), "pruned_channels", path)
+        raise ModelFileError(f"{where}: metadata pruned_channels {pruned!r} is not a map of layer names to counts")
+    counts = _sizes(list(pruned.values()), "pruned_channels", where)
     layers = dict(model.named_modules())
     for name, n in zip(pruned, counts):
         width = getattr(layers.get(name), "out_channels", getattr(layers.get(name), "out_features", 0))
         if not n < width:
-            raise ModelFileError(f"{path}: metadata removes {n} channels of {name!r}, which has {width}; the file "
+            raise ModelFileError(f"{where}: metadata removes {n} channels of {name!r}, which has {width}; the file "
                                  "does not belong to this network")
     return shrink(model, {name: list(range(n)) for name, n in zip(pruned, counts)})
 
 
 def load_model(path: str | Path, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
-    """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 model; shapes are checked. The
-    network is rebuilt from the file's architecture metadata through the model registry (no pickle); a file
-    made by your own factory (PATH.py:FUNCTION) is rebuilt only when you pass that arch. `model`: load the
-    weights into this network instead (its structure must match the file's)."""
-    path = Path(path)
-    state, meta = _read(path)
+    """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 model (model_from_bytes)."""
+    return model_from_bytes(read_model_file(path), str(path), arch, model)
+
+
+def model_from_bytes(data: bytes, where: str, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
+    """The fp32 model a mixprune safetensors file's bytes hold (`where` names it in errors). The network is rebuilt
+    from the file's architecture metadata through the model registry (no pickle), only once the file is large
+    enough for the network it names; a file made by your own factory (PATH.py:FUNCTION) is rebuilt only when you
+    pass that arch. `model`: load the weights into this network instead (its structure must match the file's).
+    Every tensor must have the network's name, shape and a floating dtype, and hold finite values."""
+    state, meta = _read(data, where)
+    if meta.get("format", FORMAT) not in (FORMAT, GENERIC_FORMAT) or meta.get("encoding", "fp32") not in ENCODINGS:
+        raise ModelFileError(f"{where}: format {meta.get('format')!r}, encoding {meta.get('encoding')!r} is not a "
+                             f"mixprune model file (formats {FORMAT}, {GENERIC_FORMAT}; encodings {', '.join(ENCODINGS)})")
     try:
+        desc = _description(meta, where)
         if model is None:
-            model = _structure(meta, path, arch)
-        elif meta.get("format") == GENERIC_FORMAT:  # a slimmed file: the given network loses the same channels
-            pruned = json.loads(meta.get("architecture", "{}") or "{}").get("pruned_channels")
-            model = _slimmed_to(copy.deepcopy(model), pruned, path)
+            model = _structure(desc, where, len(data), arch)
+        elif desc.get("pruned_channels") is not None:  # a slimmed file: the given network loses the same channels
+            model = _slimmed_to(copy.deepcopy(model), desc["pruned_channels"], where)
     except (ValueError, TypeError, KeyError, OverflowError, AttributeError, ConfigError) as exc:
-        raise ModelFileError(f"{path}: unreadable architecture metadata ({exc})") from None
+        raise ModelFileError(f"{where}: unreadable architecture metadata ({exc})") from None
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if meta.get("encoding", "").startswith("sparse"):
-        state = _densify(state, expected, path)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        what = f"expected {', '.join(LAYERS)} .weight/.bias" if isinstance(model, LeNet5) else "see describe(model)"
-        raise ModelFileError(f"{path}: keys do not match {type(model).__name__} (missing {missing}, unexpected "
-                             f"{extra}); {what}")
-    for k, shape in expected.items():
-        if state[k].shape != shape:
-            raise ModelFileError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
+        state = _densify(state, expected, where)
+    _check_state(state, model, where)
     reference = model.state_dict()
-    for k, v in state.items():
-        if v.dtype.is_complex or (reference[k].is_floating_point() and not v.is_floating_point()):
-            raise ModelFileError(f"{path}: {k} holds {v.dtype} values where the network has {reference[k].dtype}; "
-                                 "mixprune files hold floating-point weights (fp32, fp16, or int8 with a scale in sparse "
-                                 "files)")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model.eval()
+
+
+def _check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) -> None:
+    """ModelFileError unless the tensors are the network's: the same names and shapes, floating values where it has
+    floating ones, and nothing but finite numbers (a NaN or an infinity would poison every figure)."""
+    reference = model.state_dict()
+    missing, extra = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    if missing or extra:
+        what = f"expected {', '.join(LAYERS)} .weight/.bias" if isinstance(model, LeNet5) else "see describe(model)"
+        raise ModelFileError(f"{where}: keys do not match {type(model).__name__} (missing {missing[:5]}, unexpected "
+                             f"{extra[:5]}); {what}")
+    for k, ref in reference.items():
+        v = state[k]
+        if v.shape != ref.shape:
+            raise ModelFileError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(ref.shape)}")
+        if v.dtype.is_complex or (ref.is_floating_point() and not v.is_floating_point()):
+            raise ModelFileError(f"{where}: {k} holds {v.dtype} values where the network has {ref.dtype}; mixprune "
+                                 "files hold floating-point weights (fp32, fp16, or int8 with a scale in sparse files)")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ModelFileError(f"{where}: {k} holds NaN or infinite values; the file is corrupt, or the model it "
+                                 "was saved from had diverged")

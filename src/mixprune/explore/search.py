@@ -15,6 +15,7 @@ final study over the base config's seeds (>= 3), whose mean and 95% CI say wheth
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -23,15 +24,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.atomic import ensure_dir, exclusive_dir, swap_dirs, write_text_atomic
-from ..core.config import StudyConfig, to_dict, toml_text, with_overrides
+from ..core.atomic import ensure_dir, read_text_capped, write_text_atomic
+from ..core.config import PLACEMENT_FIELDS, StudyConfig, to_dict, toml_text, with_overrides
 from ..core.errors import ConfigError
+from ..core.outputs import check_location, claimed, swap_dirs
 from ..data.dataset import Dataset
 from ..data.registry import load_dataset
 from ..deploy.encodings import SEARCHABLE
 from ..reporting.plots import plot_search_pareto
 from ..reporting.stats import mean_ci
 from ..reporting.stats import pareto as undominated
+from ..study.backends import backend_session
 from ..study.plan import preflight
 from ..study.results import Results
 from ..train.engine import TrainingDiverged
@@ -171,16 +174,36 @@ def run_search(base: StudyConfig, spec: SearchSpec, out: Path, dataset: Dataset 
             impossible[name] = str(exc)
     if len(impossible) == len(todo):
         raise ConfigError(f"no candidate of the search can run on this network: {next(iter(impossible.values()))}")
-    with exclusive_dir(out):
-        return _search(base, spec, todo, out, dataset, observer, impossible)
+    check_location(out, "--out")
+    summary: dict[str, Any] = {"spec": asdict(spec), "base": to_dict(base), "candidates": [], "points": []}
+    with backend_session(base), claimed(out, "search", functools.partial(_same, summary=summary),
+                                        base.overwrite) as where:
+        return _search(base, spec, todo, where, dataset, observer, impossible, summary)
+
+
+def _identity(summary: dict[str, Any]) -> str:
+    """What a search computes: its spec (but its time budget) and base config (but where outputs go)."""
+    spec = {k: v for k, v in summary["spec"].items() if k != "budget_minutes"}
+    base = {k: v for k, v in summary["base"].items() if k not in PLACEMENT_FIELDS}
+    return json.dumps([spec, base], sort_keys=True)
+
+
+def _same(root: Path, summary: dict[str, Any]) -> bool | None:
+    """Whether root holds a search of the same spec and base (it goes on), another search, or no search (None)."""
+    try:
+        return _identity(json.loads(read_text_capped(root / "search.json", 1 << 28))) == _identity(summary)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _search(base: StudyConfig, spec: SearchSpec, todo: list[tuple[str, StudyConfig]], out: Path,
-            dataset: Dataset, observer: Any, impossible: dict[str, str]) -> dict[str, Any]:
+            dataset: Dataset, observer: Any, impossible: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]:
     ensure_dir(out / "candidates")
+    write_text_atomic(out / "search.json", json.dumps(summary, indent=1))  # says whose OUT this is from the start
     cache = base.cache_dir or str(out / "cache")
     started = time.perf_counter()
-    summary: dict[str, Any] = {"spec": asdict(spec), "base": to_dict(base), "candidates": [], "points": []}
     n_val = 0
     for name, cfg in todo:
         run_dir = out / "candidates" / name

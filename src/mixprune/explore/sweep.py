@@ -15,6 +15,7 @@ each model's accuracy, and OUT/report.md compares the cells (reporting/compare.p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -22,7 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..core.atomic import ensure_dir, exclusive_dir, write_text_atomic
+from ..core.atomic import ensure_dir, read_text_capped, write_text_atomic
 from ..core.config import (
     PLACEMENT_FIELDS,
     SECTIONS,
@@ -34,10 +35,12 @@ from ..core.config import (
     with_overrides,
 )
 from ..core.errors import ConfigError
+from ..core.outputs import check_location, claimed
 from ..data.dataset import Dataset
 from ..data.registry import load_dataset
 from ..reporting.compare import find_runs, write_collection_report
 from ..reporting.stats import format_ci, mean_ci
+from ..study.backends import backend_session
 from ..study.plan import preflight
 from .cells import run_cell
 
@@ -123,7 +126,9 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
 def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset: Dataset | None = None,
               observer: Any = None) -> dict[str, Any]:
     """Run every cell not yet complete under out/runs/; write out/sweep.json and out/sweep.md; return the former.
-    A second sweep into the same directory is refused while this one runs (a lock on `out`)."""
+    Every cell is checked before OUT is created; OUT is claimed by the output rule (core.outputs): a sweep of
+    the same grid and base config goes on where it stopped, anything else is refused (or replaced whole with
+    --overwrite), and a second sweep into it is refused while this one runs."""
     todo = cells(base, grid)
     if dataset is None and not any(k.startswith("data.") for k in grid):
         dataset = load_dataset(base.data)  # once for every cell
@@ -133,14 +138,34 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
         if what not in checked:
             preflight(cfg, dataset)
             checked.add(what)
-    with exclusive_dir(out):
-        return _run_cells(base, grid, todo, out, dataset, observer)
+    check_location(out, "--out")
+    summary: dict[str, Any] = {"grid": grid, "base": to_dict(base), "cells": []}
+    with backend_session(base), claimed(out, "sweep", functools.partial(_same, summary=summary),
+                                        base.overwrite) as where:
+        return _run_cells(base, grid, todo, where, dataset, observer, summary)
+
+
+def _identity(summary: dict[str, Any]) -> str:
+    """What a sweep computes: its grid and base config, where outputs go aside."""
+    base = {k: v for k, v in summary["base"].items() if k not in PLACEMENT_FIELDS}
+    return json.dumps([summary["grid"], base], sort_keys=True)
+
+
+def _same(root: Path, summary: dict[str, Any]) -> bool | None:
+    """Whether root holds a sweep of the same grid and base (it goes on), another sweep, or no sweep (None)."""
+    try:
+        earlier = json.loads(read_text_capped(root / "sweep.json", 1 << 26))
+        return _identity(earlier) == _identity(summary)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _run_cells(base: StudyConfig, grid: dict[str, list[Any]], todo: list[tuple[str, StudyConfig]], out: Path,
-               dataset: Dataset | None, observer: Any) -> dict[str, Any]:
+               dataset: Dataset | None, observer: Any, summary: dict[str, Any]) -> dict[str, Any]:
     ensure_dir(out / "runs")
-    summary: dict[str, Any] = {"grid": grid, "base": to_dict(base), "cells": []}
+    write_text_atomic(out / "sweep.json", json.dumps(summary, indent=1))  # says whose OUT this is from the start
     for name, cfg in todo:
         done = run_cell(cfg, out / "runs" / name, base.cache_dir or str(out / "cache"), dataset, observer, report=True)
         cell: dict[str, Any] = {"name": name, "values": {k: _get(cfg, k) for k in grid}, "skipped": done.earlier}
@@ -153,8 +178,9 @@ def _run_cells(base: StudyConfig, grid: dict[str, list[Any]], todo: list[tuple[s
         summary["cells"].append(cell)
         write_text_atomic(out / "sweep.json", json.dumps(summary, indent=1))
     write_text_atomic(out / "sweep.md", render_sweep(summary))
-    if find_runs(out):
-        write_collection_report(out)  # report.md / report.html / plots over the cells
+    runs = find_runs(out)
+    if runs:
+        write_collection_report(out, runs)  # report.md / report.html / plots over the cells
     return summary
 
 

@@ -16,9 +16,20 @@ from .counting import (
 )
 from .inference import evaluate_loss_accuracy, predict
 from .lenet5 import LAYERS, LeNet5, init_weights
-from .registry import FAMILIES, LENET, build_model, check_arch, check_config, describe, kind, python_factory, rebuild
+from .registry import (
+    FAMILIES,
+    LENET,
+    build_model,
+    check_arch,
+    check_config,
+    describe,
+    described_parameters,
+    kind,
+    python_factory,
+    rebuild,
+)
 
 __all__ = ["count_nonzero", "count_params", "effective_macs", "effective_tensors", "example_input", "input_shape",
            "layer_sparsity", "macs_per_image", "prunable", "stateless", "weight_sparsity", "LAYERS", "LeNet5", "init_weights", "LENET",
            "build_model", "describe", "kind", "python_factory", "rebuild", "FAMILIES", "check_arch", "check_config",
-           "evaluate_loss_accuracy", "predict"]
+           "evaluate_loss_accuracy", "predict", "described_parameters"]

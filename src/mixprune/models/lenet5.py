@@ -28,6 +28,14 @@ def pooled_hw(input_hw: tuple[int, int]) -> tuple[int, int]:
     return ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
 
 
+def parameter_count(widths: tuple[int, ...], in_channels: int, num_classes: int, input_hw: tuple[int, int]) -> int:
+    """Parameters of a LeNet-5 of these widths and input, computed without building it."""
+    c1, c2, h1, h2 = widths
+    ph, pw = pooled_hw(input_hw)
+    return (c1 * in_channels * 25 + c1 + c2 * c1 * 25 + c2 + h1 * c2 * max(ph, 0) * max(pw, 0) + h1 + h2 * h1 + h2
+            + num_classes * h2 + num_classes)
+
+
 class LeNet5(nn.Module):
     def __init__(self, dropout: float = 0.0, widths: tuple[int, int, int, int] = (6, 16, 120, 84),
                  generator: torch.Generator | None = None, in_channels: int = 1, num_classes: int = 10,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from ..core.errors import ConfigError
-from .lenet5 import LeNet5
+from .lenet5 import LeNet5, parameter_count
 
 LENET = "lenet5"
 PREFIXES = ("torchvision:", "timm:", "python:")  # python:NAME is a model given to the Python API (api.reproduce)
@@ -52,7 +53,7 @@ def kind(arch: str) -> str:
 
 def _seed_from(generator: torch.Generator | None) -> int:
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    return int(torch.randint(2**62, (1,), generator=gen))
+    return int(torch.randint(2**62, (1,), generator=gen, device="cpu"))  # on the CPU also under a meta device
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
@@ -94,6 +95,70 @@ def _timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
         raise ConfigError(f"invalid --arch timm:{name}: {str(exc).splitlines()[0]}; see timm.list_models()") from None
 
 
+FACTORY_SECONDS = 120  # a factory file that has not imported and built its network by then is taken to hang
+_PROBE = """
+import importlib.util, json, os, sys, threading
+path, func, c, k = sys.argv[1:5]
+before = set(threading.enumerate())
+out = {}
+try:
+    spec = importlib.util.spec_from_file_location("mixprune_user_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mixprune_user_probe"] = module
+    spec.loader.exec_module(module)
+    model = getattr(module, func)(in_channels=int(c), num_classes=int(k))
+    import torch
+    out["module"] = isinstance(model, torch.nn.Module)
+except SystemExit as exc:
+    out["exit"] = repr(exc.code)
+except BaseException as exc:
+    out["error"] = type(exc).__name__
+out["threads"] = sorted(t.name for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon)
+sys.stdout.write(json.dumps(out) + "\\n")
+sys.stdout.flush()
+os._exit(0)
+"""
+PROBED = "MIXPRUNE_PROBED_FACTORIES"  # factories that passed the probe (file, its size and time, call), one a line:
+# in the environment, so that worker processes, spawned with a copy of it, do not probe them again
+
+
+def probe_factory(arch: str, in_channels: int, num_classes: int) -> None:
+    """Import the user's factory file and call it once in a child process before this process does: ConfigError (one
+    line) where that exits the process (sys.exit), does not finish within FACTORY_SECONDS, or leaves a non-daemon
+    thread running, which would keep mixprune from ever exiting. Errors it raises are left to the import here, which
+    says them in one line too."""
+    import json
+    import subprocess
+
+    path = Path(arch.rpartition(":")[0]).expanduser().resolve()
+    func = arch.rpartition(":")[2]
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{func}|{in_channels}|{num_classes}"
+    if key in os.environ.get(PROBED, "").split("\n"):
+        return
+    call = f"{func}(in_channels={in_channels}, num_classes={num_classes})"
+    try:
+        res = subprocess.run([sys.executable, "-c", _PROBE, str(path), func, str(in_channels), str(num_classes)],
+                             capture_output=True, text=True, timeout=FACTORY_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"--arch {arch}: importing {path} and calling {call} did not finish within "
+                          f"{FACTORY_SECONDS} s; the factory hangs (or waits for input)") from None
+    last = res.stdout.strip().splitlines()[-1:] or ["{}"]
+    try:
+        out = json.loads(last[0])
+    except ValueError:
+        out = {}
+    if "exit" in out or not out:
+        raise ConfigError(f"--arch {arch}: importing {path} or calling {call} exits the process "
+                          f"(sys.exit({out.get('exit', '')}) or os._exit); a factory must return the network")
+    if out["threads"]:
+        raise ConfigError(f"--arch {arch}: importing {path} or calling {call} starts threads that keep running "
+                          f"({', '.join(out['threads'][:3])}); mixprune would wait for them forever: make them daemon "
+                          "threads or stop them")
+    if "error" not in out:
+        os.environ[PROBED] = "\n".join(filter(None, [os.environ.get(PROBED, ""), key]))
+
+
 def load_factory(arch: str) -> Any:
     """The FUNCTION of PATH.py:FUNCTION, imported from the user's file (only ever the file the user names)."""
     path_text, _, func = arch.rpartition(":")
@@ -108,7 +173,7 @@ def load_factory(arch: str) -> Any:
     try:
         sys.modules[module_name] = module  # workers and pickling by reference find it again by name
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file: any error is bad input, said in one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's file: any error is bad input, in one line
         sys.modules.pop(module_name, None)
         raise ConfigError(f"--arch {arch}: importing {path} failed: {type(exc).__name__}: {exc}") from None
     factory = getattr(module, func, None)
@@ -118,10 +183,15 @@ def load_factory(arch: str) -> Any:
 
 
 def _from_file(arch: str, in_channels: int, num_classes: int) -> nn.Module:
+    """The user's factory's network, once a child process has shown that building it returns (probe_factory)."""
+    if not Path(arch.rpartition(":")[0]).expanduser().is_file():
+        raise ConfigError(f"--arch {arch}: {Path(arch.rpartition(':')[0]).expanduser().resolve()} does not exist; "
+                          "give PATH.py:FUNCTION of your model factory")
+    probe_factory(arch, in_channels, num_classes)
     factory = load_factory(arch)
     try:
         model = factory(in_channels=in_channels, num_classes=num_classes)
-    except Exception as exc:  # noqa: BLE001 - the user's code
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code
         raise ConfigError(f"--arch {arch}: {arch.rpartition(':')[2]}(in_channels={in_channels}, "
                           f"num_classes={num_classes}) raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
@@ -131,8 +201,10 @@ def _from_file(arch: str, in_channels: int, num_classes: int) -> nn.Module:
 
 def check_input(model: nn.Module, arch: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
     """One forward pass of two example inputs in eval mode; ConfigError naming the shape and the model if
-    it fails or does not return [2, num_classes] logits."""
+    it fails or does not return [2, num_classes] logits, or if the network has no parameters to train."""
     shape = "x".join(map(str, input_shape))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"--arch {arch}: the network has no trainable parameters; nothing to train or prune")
     was_training = model.training
     try:
         with torch.no_grad():
@@ -183,16 +255,23 @@ def _rebuild_lenet(desc: dict[str, Any]) -> nn.Module:
                   in_channels=c, num_classes=int(desc["num_classes"]), input_hw=(h, w))
 
 
+def _count_lenet(desc: dict[str, Any]) -> int:
+    c, h, w = desc["input_shape"]
+    return parameter_count(tuple(desc["widths"]), c, desc["num_classes"], (h, w))
+
+
 @dataclass(frozen=True)
 class Family:
     """One kind of --arch: how it is built (arch, input shape, classes, init generator, dropout) and rebuilt from a
-    file's description (None: built again from its arch)."""
+    file's description (None: built again from its arch), and how a description's parameters are counted without
+    building it (None: the network is built on the meta device, where nothing is allocated)."""
     build: Callable[[str, tuple[int, int, int], int, torch.Generator | None, float], nn.Module]
     rebuild: Callable[[dict[str, Any]], nn.Module] | None = None
+    count: Callable[[dict[str, Any]], int] | None = None
     dropout: bool = False  # takes --dropout (other networks bring their own)
 
 
-FAMILIES = {LENET: Family(_lenet, _rebuild_lenet, dropout=True),
+FAMILIES = {LENET: Family(_lenet, _rebuild_lenet, _count_lenet, dropout=True),
             "torchvision": Family(_seeded(_torchvision)),
             "timm": Family(_seeded(_timm)),
             "file": Family(_seeded(_from_file, strip_prefix=False)),
@@ -267,6 +346,17 @@ def describe(model: nn.Module) -> dict[str, Any]:
         if getattr(model, "pruned_channels", None):  # slimmed: channels removed per group (structured.shrink)
             out["pruned_channels"] = dict(model.pruned_channels)
     return out
+
+
+def described_parameters(desc: dict[str, Any], arch_override: str | None = None) -> int:
+    """Parameters of the network a description names (before any channel is removed), counted without allocating
+    its weights: by its family's formula, or on the meta device."""
+    family = FAMILIES[kind(desc["arch"])]
+    if family.count is not None:
+        return family.count(desc)
+    with torch.device("meta"):
+        model = rebuild(desc, arch_override)
+    return sum(p.numel() for p in model.parameters())
 
 
 def rebuild(desc: dict[str, Any], arch_override: str | None = None) -> nn.Module:

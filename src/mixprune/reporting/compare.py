@@ -1,7 +1,7 @@
 """Reports over many runs: a sweep's cells, or any directory holding run directories.
 
     runs = find_runs(Path("runs/alpha-x-sparsity"))      # [(run dir, results.json content), ...]
-    text = write_collection_report(Path("runs/alpha-x-sparsity"))   # report.md, report.html, plots/
+    text = write_collection_report(root, runs_below(root))   # report.md, report.html, plots/ in root
 
 Runs are compared by the config fields that differ between them. When Mixup strength and pruning
 amount both vary (an alpha x sparsity sweep), the report adds accuracy against sparsity per alpha with
@@ -279,13 +279,18 @@ def collection_plots(root: Path, runs: Runs) -> dict[str, Path]:
     return out
 
 
-def write_collection_report(root: Path) -> str:
-    """report.md, report.html and plots/ in root, over every complete run below it."""
-    root = Path(root)
+def runs_below(root: Path) -> Runs:
+    """find_runs, or OutputError (one line) where root holds no complete run."""
     runs = find_runs(root)
     if not runs:
         raise OutputError(f"{root} holds no complete run of this mixprune version (no results.json with "
                           "\"complete\": true below it); pass a run or sweep directory")
+    return runs
+
+
+def write_collection_report(root: Path, runs: Runs) -> str:
+    """report.md, report.html and plots/ in root, over the complete runs below it (runs_below)."""
+    root = Path(root)
     plots = collection_plots(root, runs)
     text = render(root, runs, plots)
     write_text_atomic(root / "report.md", text)

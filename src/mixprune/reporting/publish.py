@@ -3,11 +3,18 @@ figures and a self-contained HTML page.
 
     write_report(results, RunPaths(out))    # report.md, plots/*.png, report.html, each written atomically
     observations(results)                   # the plain statements that close the report (the CLI prints them)
+    with report_dir(Path("runs/sweep")): ...  # `mixprune report DIR`: locked, and no file of the user's replaced
 """
 
 from __future__ import annotations
 
-from ..core.atomic import write_text_atomic
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..core.atomic import read_capped, write_text_atomic
+from ..core.errors import OutputError
+from ..core.outputs import exclusive_dir
 from ..core.paths import RunPaths
 from ..study.results import Results, read_history
 from .audit import paper_setting
@@ -53,3 +60,25 @@ def write_report(results: Results, paths: RunPaths) -> str:
     write_text_atomic(paths.report_md, text)
     write_text_atomic(paths.report_html, markdown_to_html(text, paths.root))
     return text
+
+
+OWN = {"report.md": b"# mixprune", "report.html": b"<!doctype html><html><head><meta charset='utf-8'><title>mixprune"}
+
+
+@contextlib.contextmanager
+def report_dir(root: Path) -> Iterator[Path]:
+    """`root` locked for writing a report into it (a second writer fails at once), once it is clear that no
+    report.md or report.html there is anyone's but mixprune's: a file of the user's is refused, never replaced."""
+    with exclusive_dir(root):
+        for name, head in OWN.items():
+            path = root / name
+            try:
+                ours = read_capped(path, 1 << 30).startswith(head)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                ours = False
+            if not ours:
+                raise OutputError(f"{path} exists and was not written by mixprune; move it away (mixprune report "
+                                  "writes report.md and report.html there)")
+        yield root

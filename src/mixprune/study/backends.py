@@ -17,11 +17,12 @@ this process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -156,3 +157,18 @@ def run_tasks(task_fn: Callable, tasks: list[Any], shared: Any, workers: int, th
     finally:
         stop.set()
         pump.join()
+
+
+@contextlib.contextmanager
+def backend_session(cfg: Any) -> Iterator[None]:
+    """The backend of a run (a StudyConfig's) for the block: nothing to hold for the local one; for --backend ray a
+    connection to the cluster (or a local Ray), made here, before the run writes anything, so that a cluster that
+    cannot be reached, refuses this process or lacks the GPUs the run asks for is one line and no output. A
+    connection this process already holds (a sweep's, for each cell) is used and left open."""
+    if cfg.backend != "ray":
+        yield
+        return
+    from .ray_backend import ray_session
+
+    with ray_session(cfg.ray_address, cfg.device):
+        yield

@@ -14,6 +14,7 @@ depth (the dense ones, then their pruned children) train before the next depth, 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,10 @@ from ..compress.structured import (
     unit_masks,
 )
 from ..core.config import StudyConfig
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, ModelFileError
 from ..core.runtime import generator, memory_format
 from ..data.prepare import Tensors
+from ..deploy.files import model_from_bytes, read_model_file
 from ..models import build_model, evaluate_loss_accuracy
 from ..train.engine import EpochRecord, FitSpec, fit, steps_per_epoch
 from ..train.losses import needs_teacher, training_loss
@@ -117,45 +119,45 @@ def finetune_lr(cfg: StudyConfig) -> Callable[[int], float]:
     return lr_schedule(cfg.train.lr_schedule, cfg.prune.finetune_lr, cfg.prune.finetune_epochs)
 
 
-MAX_TEACHER_BYTES = 1 << 30  # a small CNN's file is kilobytes to megabytes; 1 GiB is far beyond one
-
-
 def read_teacher(path: str) -> bytes:
-    """The --teacher file's bytes (ConfigError, one line, where it is missing or implausibly large)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--teacher {p}: no such file; give a model file written by mixprune (.safetensors)")
-    if p.stat().st_size > MAX_TEACHER_BYTES:
-        raise ConfigError(f"--teacher {p}: larger than {MAX_TEACHER_BYTES:,} bytes; not a small CNN's model file")
-    return p.read_bytes()
+    """The --teacher file's bytes (ConfigError, one line, where it is missing, not a regular file or too large)."""
+    if not Path(path).exists():
+        raise ConfigError(f"--teacher {path}: no such file; give a model file written by mixprune (.safetensors)")
+    try:
+        return read_model_file(path)
+    except ModelFileError as exc:
+        raise ConfigError(f"--teacher {path}: {exc}") from None
 
 
 _TEACHERS: dict[tuple[str, str], nn.Module] = {}  # per process: a --teacher file, loaded and checked once
 
 
 def file_teacher(cfg: StudyConfig, problem: Problem, device: torch.device) -> nn.Module:
-    """The --teacher model (problem.teacher, else read from cfg's path), loaded safely (safetensors, through a
-    private temporary file), checked to map one input of the run's shape to its number of classes, frozen."""
-    import hashlib
-    import tempfile
-
-    from ..deploy.files import load_model
-
+    """The --teacher model (problem.teacher, else read from cfg's path), loaded safely from its bytes (safetensors),
+    checked to take inputs of the run's shape and map them to its number of classes, frozen."""
     data = problem.teacher if problem.teacher is not None else read_teacher(cfg.distill.teacher)
     key = (hashlib.sha256(data).hexdigest(), str(device))
     if key not in _TEACHERS:
         name = cfg.distill.teacher
-        with tempfile.TemporaryDirectory(prefix="mixprune-teacher-") as tmp:
-            copy_path = Path(tmp) / Path(name).name
-            copy_path.write_bytes(data)
-            model = load_model(copy_path)
+        try:
+            model = model_from_bytes(data, name)
+        except ModelFileError as exc:
+            raise ConfigError(f"--teacher: {exc}") from None
+        if tuple(model.input_shape) != tuple(problem.input_shape):
+            raise ConfigError(f"--teacher {name}: it takes inputs of shape {list(model.input_shape)}, this dataset's "
+                              f"are {list(problem.input_shape)}; give a model trained on the same dataset (and "
+                              "--image-size)")
         model = model.to(device=device, memory_format=memory_format(device))
-        with torch.no_grad():
-            out = model.eval()(torch.zeros((2, *problem.input_shape), device=device))
-        if tuple(out.shape) != (2, problem.num_classes):
+        try:
+            with torch.no_grad():
+                out = model.eval()(torch.zeros((2, *problem.input_shape), device=device))
+        except Exception as exc:  # noqa: BLE001 - any failure means it cannot teach on these inputs
+            raise ConfigError(f"--teacher {name}: it fails on this dataset's {list(problem.input_shape)} inputs "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, problem.num_classes):
             raise ConfigError(f"--teacher {name}: it maps inputs of shape {problem.input_shape} to outputs of shape "
-                              f"{tuple(out.shape)[1:]}, not to this dataset's {problem.num_classes} classes; "
-                              "give a model trained on the same dataset")
+                              f"{tuple(getattr(out, 'shape', ()))[1:]}, not to this dataset's {problem.num_classes} "
+                              "classes; give a model trained on the same dataset")
         _TEACHERS[key] = model.requires_grad_(False)
     return _TEACHERS[key]
 
@@ -294,12 +296,14 @@ Done = Callable[[int, str, "Trained", bool], None]  # (seed, variant, trained mo
 
 def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors, chains: list[Chain], obs: Any,
                keys: dict[tuple[int, str], str] | None = None, stacking: bool = False, store: Any = None,
-               on_done: Done | None = None) -> list[tuple[int, str, Trained, bool]]:
+               on_done: Done | None = None, earlier: dict[tuple[int, str], dict[str, Any]] | None = None
+               ) -> list[tuple[int, str, Trained, bool]]:
     """Train every variant of every chain, depth by depth; with stacking, each depth of several models is one
-    stacked pass of that size, whatever part of it the cache already holds. With keys, a model already in the
-    cache (`store`: a cache.ModelCache or cache.Preloaded; by default cfg.cache_dir's) is loaded, not trained.
-    `on_done` gets each model as soon as its depth is trained, before the next depth starts. Returns (seed, name,
-    trained, from the cache) in chain order."""
+    stacked pass of that size, whatever part of it the cache (or `earlier`) already holds. With keys, a model
+    already in the cache (`store`: a cache.ModelCache or cache.Preloaded; by default cfg.cache_dir's) is loaded,
+    not trained. A model in `earlier` (its state dict, finished by an earlier run of this config) is taken as it
+    is, not trained or passed on. `on_done` gets each other model as soon as its depth is trained, before the
+    next depth starts. Returns (seed, name, trained, from the cache) in chain order."""
     if store is None and cfg.cache_dir:
         store = ModelCache(Path(cfg.cache_dir))
     cache = store if keys else None
@@ -308,6 +312,10 @@ def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors
         stack = len(level) if stacking and len(level) > 1 else 0
         todo = []
         for seed, name in level:
+            if earlier and (seed, name) in earlier:
+                done[(seed, name)] = (rebuild_trained(cfg, problem, earlier[(seed, name)], [], {}, data.train_x.device),
+                                      True)
+                continue
             hit = cache.load_trained(keys[(seed, name)]) if cache is not None and keys else None
             trained = _from_cache(cfg, problem, cache, keys[(seed, name)], hit, data) if hit else None
             if trained is not None:
@@ -325,7 +333,7 @@ def run_chains(cfg: StudyConfig, problem: Problem, design: Design, data: Tensors
                                    trained.extra)
             done[at] = (trained, False)
         for at in level:
-            if on_done is not None:
+            if on_done is not None and at not in (earlier or {}):
                 on_done(*at, *done[at])
     return [(seed, name, *done[(seed, name)]) for seed, names in chains for name in names]
 

@@ -12,8 +12,10 @@ worker trains in sequence.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +24,8 @@ from torch import nn
 from ..compress.structured import check_exact, ratios_for, structured_keep, unit_groups
 from ..core.config import StudyConfig, with_overrides
 from ..core.errors import ConfigError
-from ..core.runtime import available_cores, generator
+from ..core.outputs import check_location
+from ..core.runtime import available_cores, generator, resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import prepare_dataset
 from ..models import check_config, python_factory, stateless
@@ -115,10 +118,25 @@ def check_structured(cfg: StudyConfig, model: nn.Module) -> None:
     check_exact(model, groups, structured_keep(model, groups, ratios, p.importance, p.norm, p.scope))
 
 
-def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
+def check_last_batch(cfg: StudyConfig, model: nn.Module, n_train: int) -> None:
+    """ConfigError where the last batch of every epoch holds a single image and the network cannot train on one
+    (BatchNorm1d, or BatchNorm2d over 1x1 maps, needs two values per channel): found here, not epochs into a run."""
+    if n_train % cfg.train.batch_size != 1:
+        return
+    try:
+        copy.deepcopy(model).train()(torch.zeros(1, *model.input_shape))
+    except Exception as exc:  # noqa: BLE001 - any failure means the network cannot take a batch of one
+        raise ConfigError(f"the last batch of every epoch holds one image ({n_train} training images, --batch-size "
+                          f"{cfg.train.batch_size}) and {cfg.model.arch} cannot train on one "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); choose another "
+                          "--batch-size or --train-subset") from None
+
+
+def _checked_problem(cfg: StudyConfig, problem: Problem, n_train: int) -> Problem:
     """Refuse, before anything trains, what this network cannot do (building it checks the input shape);
     the problem with what the built network says about itself."""
     model = problem.build(cfg, generator(0, "init"))
+    check_last_batch(cfg, model, n_train)
     if cfg.prune.method == "structured":
         check_structured(cfg, model)
     if problem.factory is not None and (cfg.backend == "ray" or cfg.cache_dir):
@@ -133,13 +151,17 @@ def _checked_problem(cfg: StudyConfig, problem: Problem) -> Problem:
 
 def setup(cfg: StudyConfig, ds: Dataset, model: Any = None) -> tuple[StudyConfig, Problem]:
     """The config (with a Python model's label as its arch) and the problem every model of the run is built for,
-    checked on the dataset: the network takes its inputs and can do what the config asks."""
+    checked on the dataset: the network takes its inputs and can do what the config asks; the device exists and
+    the cache directory is a location this machine takes."""
+    resolve_device(cfg.device)
+    if cfg.cache_dir:
+        check_location(Path(cfg.cache_dir), "--cache-dir")
     factory = None
     if model is not None:
         arch, factory = python_factory(model, ds.shape, ds.num_classes)
         cfg = with_overrides(cfg, {"model.arch": arch})
     check_config(cfg.model)
-    return cfg, _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory))
+    return cfg, _checked_problem(cfg, Problem(ds.shape, ds.num_classes, factory), len(ds.train_y))
 
 
 def preflight(cfg: StudyConfig, dataset: Dataset | None = None) -> None:
@@ -151,12 +173,11 @@ def preflight(cfg: StudyConfig, dataset: Dataset | None = None) -> None:
 @dataclass(frozen=True)
 class Plan:
     """Which chains of the run go where: `groups` are the worker tasks (a group trains stacked where it holds
-    several chains); `ready` chains the cache holds whole, trained and measured (read in this process);
-    `resumed` chains an earlier run of this config finished; `twins` variants that are another variant bit for
-    bit (alpha 0), recorded from it."""
+    several chains); `ready` chains the cache holds whole, trained and measured (read in this process); `twins`
+    variants that are another variant bit for bit (alpha 0), recorded from it. Chains an earlier run of this
+    config finished whole are in neither."""
     groups: list[tuple[Chain, ...]]
     ready: list[Chain]
-    resumed: list[Chain]
     workers: int
     threads: int
     twins: dict[str, str]
@@ -172,8 +193,7 @@ def plan_run(cfg: StudyConfig, problem: Problem, design: Design, device: torch.d
     def whole(chain: Chain) -> bool:
         copies = tuple(t for t, src in twins.items() if src in chain[1])
         return all((chain[0], n) in finished for n in chain[1] + copies)
-    resumed = [c for c in chains if whole(c)]
-    chains = [c for c in chains if c not in resumed]
+    chains = [c for c in chains if not whole(c)]
     in_process = problem.factory is not None
     workers, threads = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)
     ready: list[Chain] = []
@@ -183,4 +203,4 @@ def plan_run(cfg: StudyConfig, problem: Problem, design: Design, device: torch.d
                                           for k in chain_keys(cfg, design, [c], fingerprint, device, threads).values())]
         chains = [c for c in chains if c not in ready]
         workers = plan_workers(cfg, device, max(len(chains), 1), in_process=in_process)[0]  # threads stay: keys
-    return Plan(group_chains(chains, workers, stacked), ready, resumed, workers, threads, twins)
+    return Plan(group_chains(chains, workers, stacked), ready, workers, threads, twins)

@@ -122,6 +122,21 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None, device: str) -> Iterator[None]:
+    """Connected to the cluster at `address` (or a local Ray) for the block, and checked to have a GPU where the run's
+    `device` asks for one (cuda, or auto on a machine with one); disconnected afterwards if this call connected."""
+    started = _start_ray(address)
+    import ray
+
+    try:
+        ray_gpus("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def ray_gpus(device: str) -> float:
     """GPUs each Ray task asks for: 1 when the run's device is CUDA (ConfigError where the cluster has none), else 0."""
     import ray

@@ -31,15 +31,16 @@ from typing import Any
 
 import torch
 
-from ..core.atomic import atomic_path, ensure_dir, exclusive_dir, swap_dirs, write_text_atomic
+from ..core.atomic import atomic_path, ensure_dir, write_text_atomic
 from ..core.config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, toml_text
 from ..core.errors import ConfigError, OutputError
+from ..core.outputs import check_location, claimed
 from ..core.machine import environment
 from ..core.paths import RunPaths, default_out_dir
 from ..core.runtime import resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import Tensors, evaluation_split, prepare_dataset, prepare_tensors
-from .backends import run_tasks
+from .backends import backend_session, run_tasks
 from .cache import ModelCache, bench_key, data_fingerprint
 from .jobs import Problem, rebuild_trained
 from .measure import measure_latency
@@ -57,47 +58,29 @@ def run_study(cfg: StudyConfig, dataset: Dataset | None = None, observer: Observ
               finish: Finish | None = None) -> Results:
     """Train, prune, evaluate and save every variant for every seed; returns the run's Results.
     `model` (a factory(in_channels, num_classes) or an nn.Module) replaces --arch; `design` the paper's four
-    variants; `finish` completes the results before they are written for the last time."""
+    variants; `finish` completes the results before they are written for the last time. Every input is checked
+    (the data, the network, the device, the backend, the output location) before anything is created."""
     device = resolve_device(cfg.device)
     ds = prepare_dataset(cfg, dataset)
     cfg, problem = setup(cfg, ds, model)
     study = Study(cfg, ds, prepare_tensors(ds, device), device, observer or Observer(), problem,
                   design or design_for(cfg), finish)
-    root = Path(out_dir or cfg.out or default_out_dir())  # created only once the data and model are good
-    with exclusive_dir(root):
-        if not claim(root, cfg):
-            return study.run(RunPaths(root), root)
-        fresh = Path(tempfile.mkdtemp(prefix=f".{root.name}.new-", dir=root.parent))
-        with exclusive_dir(fresh):
-            results = study.run(RunPaths(fresh), root)
-        swap_dirs(fresh, root)
-        return results
+    root = Path(out_dir or cfg.out or default_out_dir())
+    check_location(root, "--out")
+    with backend_session(cfg), claimed(root, "run", functools.partial(same_run, cfg=cfg), cfg.overwrite) as where:
+        return study.run(RunPaths(where), root)
 
 
-def claim(root: Path, cfg: StudyConfig) -> bool:
-    """Whether the run must be written beside `root` and swapped in (--overwrite of a directory that holds
-    something). Refuses (OutputError) a directory that holds anything but a run of the same config: its
-    files would be replaced or mixed with this run's."""
-    held = sorted(p.name for p in root.iterdir() if p.name != ".lock")
-    if not held:
+def same_run(root: Path, cfg: StudyConfig) -> bool | None:
+    """Whether `root` holds a run of the same config (it resumes), another run (its config.toml differs), or no
+    run at all (None)."""
+    if not RunPaths(root).config_toml.is_file():
+        return None
+    try:
+        earlier = to_dict(load_config_file(RunPaths(root).config_toml))
+    except ConfigError:
         return False
-    same = False
-    if RunPaths(root).config_toml.is_file():
-        try:
-            same = _what_it_computes(to_dict(load_config_file(RunPaths(root).config_toml))) == \
-                _what_it_computes(to_dict(cfg))
-        except ConfigError:
-            same = False
-    if same:
-        return False  # the same run again (e.g. after an interruption): it resumes (Earlier)
-    if cfg.overwrite:
-        return True
-    if "config.toml" in held:
-        what = "another run (its config.toml differs)"
-    else:
-        what = f"other files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
-    raise OutputError(f"--out {root} already holds {what}; choose a new --out, or pass --overwrite to replace it "
-                      "(the old contents stay until the new run completes)")
+    return _what_it_computes(earlier) == _what_it_computes(to_dict(cfg))
 
 
 def _what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +90,8 @@ def _what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Earlier:
     """What an earlier run of this same config in this directory finished (it was interrupted, or it is run
-    again): per (seed, variant) its metrics, where every file it recorded is still there and, when latency is
-    measured, it was; and its history.csv rows."""
+    again): per (seed, variant) its metrics, where its fp32 file is still there (a model is recorded once measured
+    and written, so only its latency, timed when training is over, may be missing); and its history.csv rows."""
     metrics: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -125,8 +108,7 @@ class Earlier:
         for name in earlier.names:
             for seed, metrics in earlier.seeds(name).items():
                 files = paths.model_files(name, seed)
-                if (isinstance(metrics, dict) and "size_bytes_fp32" in metrics and "safetensors" in files
-                        and (not cfg.bench.latency or "latency_ms_batch1" in metrics)):
+                if isinstance(metrics, dict) and "size_bytes_fp32" in metrics and "safetensors" in files:
                     finished[(seed, name)] = metrics
         return cls(finished, rows)
 
@@ -141,6 +123,7 @@ class Ledger:
     histories: dict[tuple[int, str], list[dict[str, Any]]] = field(default_factory=dict)
     kept_rows: list[dict[str, Any]] = field(default_factory=list)  # history rows of models an earlier run finished
     fresh: dict[tuple[int, str], str | None] = field(default_factory=dict)  # measured by this run -> cache key
+    untimed: set[tuple[int, str]] = field(default_factory=set)  # kept from an earlier run, its latency not yet timed
     busy: dict[tuple[str | None, int], dict[Any, float]] = field(default_factory=dict)  # worker -> task -> seconds
     nodes: set[str] = field(default_factory=set)  # where the tasks ran (Ray node ids)
 
@@ -183,7 +166,7 @@ class Study:
         ledger = Ledger(self._start(plan, output_dir), paths, {n: i for i, n in enumerate(self.design.names)})
         self._restore(ledger, plan, earlier)
         start = time.perf_counter()
-        self._train(ledger, plan, cache, fingerprint)
+        self._train(ledger, plan, cache, fingerprint, self._parents(plan, earlier, paths))
         execution = ledger.results.execution
         execution["train_wall_seconds"] = time.perf_counter() - start  # training and measuring
         execution["training_seconds"] = max((sum(t.values()) for t in ledger.busy.values()), default=0.0)
@@ -230,33 +213,51 @@ class Study:
                 "evaluated_on": evaluation_split(cfg)}
 
     def _restore(self, ledger: Ledger, plan: Plan, earlier: Earlier) -> None:
-        """Record the models of the chains an earlier run of this config finished, as it recorded them."""
-        models = [(seed, n) for seed, names in plan.resumed
-                  for n in names + tuple(t for t, src in plan.twins.items() if src in names)]
+        """Record every model an earlier run of this config finished, as it recorded it (its latency is timed with
+        the others' where it was not yet)."""
+        models = sorted(earlier.metrics, key=lambda k: (k[0], ledger.order[k[1]]))
         for seed, name in models:
             ledger.results.record(name, seed, earlier.metrics[(seed, name)])
+            if self.cfg.bench.latency and "latency_ms_batch1" not in earlier.metrics[(seed, name)] \
+                    and name not in plan.twins:
+                ledger.untimed.add((seed, name))
         ledger.results.execution["resumed_models"] = [f"{name}-seed{seed}" for seed, name in models]
         ledger.kept_rows = [r for r in earlier.rows if (int(r["seed"]), r["model"]) in set(models)]
+        ledger.histories.update({at: [] for at in models})  # recorded: a repeat of it changes nothing
+
+    def _parents(self, plan: Plan, earlier: Earlier, paths: RunPaths) -> dict[tuple[int, str], dict[str, Any]]:
+        """The weights (state dicts, from their fp32 files) of the models an earlier run finished in chains still to
+        train: their children are made from them instead of from retrained copies."""
+        load = file_loader(self.cfg, self.problem)
+        todo = {(seed, name) for group in plan.groups for seed, names in group for name in names}
+        return {at: {k: v.cpu() for k, v in load(paths.model_file(at[1], at[0], "safetensors")).state_dict().items()}
+                for at in sorted(todo & set(earlier.metrics))}
 
     def _tasks(self, plan: Plan, cache: ModelCache | None, fingerprint: str | None, graphs: str | None,
-               paths: RunPaths) -> tuple[list[Task], list[Task]]:
+               paths: RunPaths, parents: dict[tuple[int, str], dict[str, Any]]) -> tuple[list[Task], list[Task]]:
         """(worker tasks, tasks of chains the cache holds whole: read in this process)."""
         cfg, problem, design = self.cfg, self.problem, self.design
+
+        def mine(group: tuple) -> dict[tuple[int, str], dict[str, Any]]:
+            models = {(seed, name) for seed, names in group for name in names}
+            return {at: state for at, state in parents.items() if at in models}
         if cfg.backend != "local":  # Ray nodes may not see this machine's files: the driver reads the cache for
             # them, stores what they train, and measures
             task_cfg = dataclasses.replace(cfg, device=self.device.type)  # a GPU node must not pick CUDA on its own
             return [Task(task_cfg, problem, design, group, fingerprint, None,
-                         cached_for(cfg, cache, design, group, fingerprint, self.device, plan.threads))
+                         cached_for(cfg, cache, design, group, fingerprint, self.device, plan.threads), mine(group))
                     for group in plan.groups], []
         root = str(paths.root)  # workers see this machine's files: they measure their models, use the cache
-        return ([Task(cfg, problem, design, group, fingerprint, (root, graphs)) for group in plan.groups],
+        return ([Task(cfg, problem, design, group, fingerprint, (root, graphs), earlier=mine(group))
+                 for group in plan.groups],
                 [Task(cfg, problem, design, (c,), fingerprint, (root, None)) for c in plan.ready])
 
-    def _train(self, ledger: Ledger, plan: Plan, cache: ModelCache | None, fingerprint: str | None) -> None:
+    def _train(self, ledger: Ledger, plan: Plan, cache: ModelCache | None, fingerprint: str | None,
+               parents: dict[tuple[int, str], dict[str, Any]]) -> None:
         """Run the tasks; record every model as it arrives (and the twins made from it), writing the results."""
         cfg = self.cfg
         graphs = tempfile.mkdtemp(prefix="mixprune-onnx-") if cfg.bench.onnx and plan.workers > 1 else None
-        tasks, from_cache = self._tasks(plan, cache, fingerprint, graphs, ledger.paths)
+        tasks, from_cache = self._tasks(plan, cache, fingerprint, graphs, ledger.paths, parents)
         # GPU workers get the CPU tensors (shared memory) and move them themselves; CUDA tensors do not travel
         apart = self.device.type != "cpu" and (plan.workers > 1 or cfg.backend == "ray")
         shared = prepare_tensors(self.ds, torch.device("cpu")) if apart else self.data
@@ -295,9 +296,10 @@ class Study:
         ledger.write()
 
     def _time_latency(self, ledger: Ledger, twins: dict[str, str]) -> None:
-        """CPU latency of every model this run measured, timed from its fp32 file once training is over."""
+        """CPU latency of every model this run measured (and of those an earlier run kept untimed), timed from its
+        fp32 file once training is over."""
         order = ledger.order
-        timed = sorted(ledger.fresh, key=lambda k: (k[0], order[k[1]]))
+        timed = sorted(set(ledger.fresh) | ledger.untimed, key=lambda k: (k[0], order[k[1]]))
         load = file_loader(self.cfg, self.problem)
         models = {f"{name}-seed{seed}": load(ledger.paths.model_file(name, seed, "safetensors"))
                   for seed, name in timed}

@@ -45,6 +45,8 @@ class Task:
     fingerprint: str | None  # the data's, for cache keys (None: no cache)
     measuring: tuple[str, str | None] | None = None  # (run directory, ONNX graphs directory): measure in the worker
     cached: dict[str, Any] | None = None  # cache entries read by the driver for a worker that cannot see the cache
+    earlier: dict[tuple[int, str], dict[str, Any]] | None = None  # state dicts of models an earlier run of this
+    # config finished: taken as they are (their children are made from them), not trained or sent again
 
 
 def chains_task(data: Tensors, task: Task, obs: Any, emit: Any = lambda item: None) -> list[dict[str, Any]]:
@@ -82,7 +84,8 @@ def chains_task(data: Tensors, task: Task, obs: Any, emit: Any = lambda item: No
         emit(payload)
 
     store = Preloaded(task.cached) if task.cached is not None else None  # None: run_chains opens cfg.cache_dir
-    run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked, store, on_done=done)
+    run_chains(cfg, problem, design, data, list(chains), obs, keys, stacked, store, on_done=done,
+               earlier=task.earlier)
     return payloads
 
 
