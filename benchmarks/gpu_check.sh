@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one script, for a machine with a CUDA device and PyTorch (run from the repo root):
 #   MIXPRUNE_DATA=DIR OUT=DIR bash benchmarks/gpu_check.sh
-# 1. tests/test_cuda.py: CUDA-graph steps equal eager ones (single and stacked models), 2:4 kernels, a study
-#    on the GPU; tests/test_stacked.py on this machine's CPU threads;
+# 1. tests/train/test_cuda.py: CUDA-graph steps equal eager ones (single and stacked models), 2:4 kernels, a study
+#    on the GPU; tests/train/test_stacked.py on this machine's CPU threads;
 # 2. benchmarks/bench_study.py on the GPU, with the GPU defaults (--stack-models on): 4-model study, 1 seed
 #    (median of 3), without CUDA graphs, 5 seeds (median of 3), and --no-stack-models for 1 and 5 seeds;
 # 3. `mixprune reproduce --device cuda` with 2:4 pruning end to end, then `mixprune bench` on its models
@@ -21,7 +21,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
-timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_stacked.py 2>&1 | tee "$OUT/pytest_cuda.txt"
+timeout 180 $PY -m pytest -q -p no:cacheprovider tests/train/test_cuda.py tests/train/test_stacked.py 2>&1 | tee "$OUT/pytest_cuda.txt"
 timeout 300 $PY benchmarks/bench_study.py --device cuda --no-stock ${BENCH_ARGS:---repeats 3 --seed-repeats 3 --stack} 2>&1 | tee "$OUT/bench_study_gpu.txt"
 [ -n "${SKIP_24:-}" ] || timeout 150 $PY -m mixprune reproduce --device cuda --seeds 0 --prune-method 2:4 --out /tmp/r24 2>&1 \
   | tail -n 30 | tee "$OUT/reproduce_24.txt"

@@ -188,3 +188,92 @@ def test_text_files_are_read_with_a_cap(tmp_path, capsys):
     (run / "results.json").unlink()
     (run / "results.json").write_text("[" * 100_000 + "]" * 100_000)
     assert "nests too deeply" in one_line_exit_2(capsys, ["report", str(run)])
+
+
+# Hardening III: output directories, leftovers on error, teachers and sensitivity inputs
+
+DIGITS = ["--dataset", "digits", "--image-size", "28", "--seeds", "0", "--epochs", "1", "--finetune-epochs", "1",
+          "--no-latency", "--no-onnx"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_sweep_or_search_does_not_go_on_with_someone_elses(tmp_path, capsys):
+    """A second sweep with another --lr, or a search on other data, into the same --out used to reuse and rewrite
+    the first one's files; now they are refused before anything in OUT changes (the same settings go on)."""
+    import json
+
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "--grid", "mixup.alpha=0.5", *DIGITS, "--quick", "--out", str(sweep)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = _tree(sweep)
+    assert "already holds another sweep" in one_line_exit_2(capsys, [*argv, "--lr", "0.02"])
+    assert _tree(sweep) == before
+    assert main(argv) == 0 and json.loads((sweep / "sweep.json").read_text())["cells"][0]["skipped"]
+    capsys.readouterr()
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "search.json").write_text(json.dumps({"spec": {}, "base": {"data": {"dataset": "fashion-mnist"}}}))
+    err = one_line_exit_2(capsys, ["search", "--min-accuracy", "50", "--seeds", "0", "1", "2", *DIGITS[:4],
+                                   "--out", str(search)])
+    assert "already holds another search" in err and _tree(search) == {"search.json": (search / "search.json")
+                                                                      .read_bytes()}
+
+
+def test_report_never_replaces_a_users_own_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reproduce", *DIGITS, "--quick", "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "report.md").write_text("my notes\n")
+    assert "report.md exists and was not written by mixprune" in one_line_exit_2(capsys, ["report", str(out)])
+    assert (out / "report.md").read_text() == "my notes\n"
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").read_text().startswith("# mixprune")
+
+
+def test_inputs_are_checked_before_anything_is_created(tmp_path, capsys):
+    """An unreachable Ray address, a --cache-dir the file system refuses, a missing GPU, a teacher for other inputs:
+    each used to leave an output directory (with its lock, or runs/) behind."""
+    import socket
+
+    from mixprune.deploy.files import save_safetensors
+    from mixprune.models import build_model
+
+    out = tmp_path / "o"
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "nothing answers" in one_line_exit_2(capsys, ["reproduce", *DIGITS, "--backend", "ray", "--address",
+                                                         f"127.0.0.1:{port}", "--out", str(out)])
+    assert "File name too long" in one_line_exit_2(capsys, ["reproduce", *DIGITS, "--cache-dir",
+                                                            str(tmp_path / ("x" * 300)), "--out", str(out)])
+    if not __import__("torch").cuda.is_available():
+        assert "no CUDA device" in one_line_exit_2(capsys, ["sweep", "--grid", "mixup.alpha=0.5", *DIGITS,
+                                                            "--device", "cuda", "--out", str(out)])
+    teacher = tmp_path / "teacher.safetensors"
+    save_safetensors(build_model("lenet5", (3, 32, 32), 10), teacher)
+    assert "it takes inputs of shape [3, 32, 32]" in one_line_exit_2(
+        capsys, ["reproduce", *DIGITS, "--distill", "--teacher", str(teacher), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_sensitivity_checks_its_model_and_its_output_first(tmp_path, capsys):
+    """sensitivity used to accept an 11-class --model for 10-class data and a --keep of every layer, and two runs
+    into one --out both wrote their files."""
+    from mixprune.core.outputs import exclusive_dir
+    from mixprune.deploy.files import save_safetensors
+    from mixprune.models import build_model
+
+    eleven = tmp_path / "eleven.safetensors"
+    save_safetensors(build_model("lenet5", (1, 28, 28), 11), eleven)
+    out = tmp_path / "s"
+    base = ["sensitivity", *DIGITS, "--out", str(out)]
+    assert "gives 11 classes, the dataset has 10" in one_line_exit_2(capsys, [*base, "--model", str(eleven)])
+    assert "no channel group to prune" in one_line_exit_2(capsys, [*base, "--prune-method", "structured", "--keep",
+                                                                   "conv1,conv2,fc1,fc2"])
+    assert not out.exists()
+    with exclusive_dir(out):  # as if another sensitivity were writing there
+        assert "another mixprune process is writing to" in one_line_exit_2(capsys, base)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,3 +110,35 @@ def test_any_train_table_gives_config_or_config_error(table):
     else:
         assert cfg.train.epochs >= 0 and cfg.train.batch_size >= 1 and cfg.train.lr > 0
         assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"bench.min_run_time": 1e30}, "--bench-seconds"),
+    ({"train.epochs": 10**5000}, "an integer from"),
+    ({"seeds": [2**40]}, "an integer from"),
+    ({"prune.method": "structured", "prune.ratios": "conv1=0.5,conv1=0.9"}, "conv1 is given twice"),
+    ({"ray_address": "127.0.0.1:6379"}, "--address 127.0.0.1:6379 (ray_address) is for --backend ray"),
+])
+def test_flags_out_of_reach_are_refused(override, message):
+    """--bench-seconds 1e30 used to hang, a 5,000-digit integer was a traceback, a repeated --prune-ratios group took
+    the last value, and --address without --backend ray was ignored."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        with_overrides(StudyConfig(), override)
+
+
+def test_a_config_file_is_checked_with_the_flags_once_merged(tmp_path):
+    """A file may hold a setting only a flag makes valid (it used to be checked alone first), and may be saved with
+    a byte-order mark and CRLF line endings; a 5,000-digit integer in it is one line."""
+    from mixprune.core.config import layered, read_toml
+
+    path = tmp_path / "c.toml"
+    text = ('[prune]\r\nkeep = "conv1"\r\n[distill]\r\nteacher = "t.safetensors"\r\n[train]\r\nwarmup_epochs = 12\r\n')
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    cfg = layered([("config file", read_toml(path, "config file"))],
+                  {"prune.method": "structured", "distill.enabled": True, "train.epochs": 20})
+    assert (cfg.prune.keep, cfg.distill.teacher, cfg.train.warmup_epochs) == ("conv1", "t.safetensors", 12)
+    with pytest.raises(ConfigError, match="more than --epochs|apply to --prune-method structured"):
+        load_config_file(path)  # without the flags it is invalid, and says so
+    path.write_text("[train]\nepochs = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="holds a value mixprune cannot take"):
+        load_config_file(path)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mixprune.core.config import DataConfig, StudyConfig
-from mixprune.core.errors import ConfigError, DataError
+from mixprune.core.config import with_overrides
+from mixprune.core.errors import ConfigError, DataError, MixpruneError
 from mixprune.data import IDX_FAMILY, Dataset, Images, channel_stats, load_dataset, load_idx
 from mixprune.data.cifar import CIFAR, load_cifar, read_batch
 
@@ -182,3 +183,83 @@ def test_a_folder_over_the_memory_budget_is_memory_mapped_with_the_same_numbers(
     assert "memory-mapped" in b.data["storage"] and "resident" in a.data["storage"]
     for name in a.names:
         assert a.metrics(name, 0)["test_loss"] == b.metrics(name, 0)["test_loss"]
+
+
+def test_images_are_resized_after_the_subset_and_within_the_memory_budget(monkeypatch):
+    """--image-size used to resize every image before --train-subset took a few: 100 images at 256 px took 8.7 GB."""
+    from mixprune.data import dataset as D
+    from mixprune.data.prepare import prepare_dataset
+
+    resized = []
+    real = D.resize
+    monkeypatch.setattr(D, "resize", lambda images, size: resized.append(len(images)) or real(images, size))
+    cfg = with_overrides(StudyConfig(), {"data.dataset": "digits", "data.image_size": 64, "data.train_subset": 10,
+                                         "data.test_subset": 5})
+    ds = prepare_dataset(cfg, None)
+    assert ds.shape == (1, 64, 64) and resized == [10, 5]
+    monkeypatch.setattr(D, "memory_budget", lambda: 1 << 20)  # 1 MiB at hand
+    with pytest.raises(DataError, match=r"1,797 images resized to 64x64 take .* GiB, more than .*--train-subset"):
+        prepare_dataset(with_overrides(cfg, {"data.train_subset": 0, "data.test_subset": 0}), None)
+
+
+def test_class_folders_beyond_the_limit_are_refused_before_any_image_is_read(tmp_path):
+    for i in range(1001):
+        (tmp_path / "many" / f"c{i}").mkdir(parents=True)
+    with pytest.raises(DataError, match="1,001 class folders, more than the 1,000 classes"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'many'}"))
+    with pytest.raises(DataError, match="more classes than the 1,000"):
+        Dataset(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 5000]),
+                torch.zeros(1, 1, 8, 8, dtype=torch.uint8), torch.tensor([0]), "tensors")
+
+
+def test_a_class_folder_whose_name_is_not_utf8_keeps_a_distinct_printable_name(tmp_path):
+    """A folder named in Latin-1 used to train fully, then crash while plotting; its name now keeps its bytes as
+    escapes, which JSON, reports and plots can hold."""
+    import os
+
+    write_pngs(tmp_path / "img", classes=("cat", "dog"), n=4, size=(8, 8))
+    os.rename(tmp_path / "img" / "dog", os.fsencode(tmp_path / "img") + b"/caf\xe9")
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'img'}"))
+    assert ds.classes == ("caf\\xe9", "cat")
+    "\n".join(ds.classes).encode("utf-8")  # writable as UTF-8
+
+
+def test_cifar_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    """A batches.meta that is /dev/zero used to read until MemoryError; a FIFO there hung."""
+    import os
+
+    folder = write_cifar(tmp_path)
+    meta = folder / CIFAR["cifar10"].layout().meta["filename"]
+    meta.unlink()
+    meta.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="not a regular file"):
+        load_cifar(CIFAR["cifar10"], tmp_path, verify=False)
+    meta.unlink()
+    os.mkfifo(meta)
+    with pytest.raises(DataError, match="not a regular file"):
+        load_cifar(CIFAR["cifar10"], tmp_path, verify=False)
+
+
+def test_the_decoded_cache_is_checked_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """A decoded folder cache that was changed is decoded again; a disk that fills up while it is written is an
+    error before any page is mapped (it used to die of SIGBUS), and leaves no temporary file."""
+    import errno
+    import os
+
+    write_pngs(tmp_path / "img" / "train", n=6, size=(16, 16))
+    write_pngs(tmp_path / "img" / "test", n=2, size=(16, 16), seed=1)
+    cfg = DataConfig(dataset=f"folder:{tmp_path / 'img'}", memory_budget_mb=0.001)
+    resident = load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'img'}"))
+    mapped = load_dataset(cfg).mapped
+    with open(mapped, "r+b") as fh:  # one byte changed on disk
+        fh.write(bytes([fh.read(1)[0] ^ 0xFF]))
+    again = load_dataset(cfg)
+    assert torch.equal(again.train_x, resident.train_x) and torch.equal(again.test_x, resident.test_x)
+    mapped.unlink()
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(MixpruneError, match="No space left on device"):
+        load_dataset(cfg)
+    assert not list(mapped.parent.glob(".*.tmp"))

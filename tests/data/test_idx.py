@@ -209,3 +209,17 @@ def test_memory_is_bounded_by_what_the_header_promises(tiny_dir):
     f.write_bytes(gzip.compress(body))
     with pytest.raises(DataError, match="holds 2147483648 examples, expected 20 for the test split"):
         D.load_fashion_mnist(tiny_dir, spec=TINY)
+
+
+def test_a_mixprune_data_directory_that_lacks_the_dataset_is_said(tmp_path, monkeypatch):
+    """$MIXPRUNE_DATA set to an empty or partial directory used to fall back silently to another copy."""
+    system = write_idx_set(tmp_path / "system")
+    spec = dataclasses.replace(TINY, system_dir=system)
+    partial = write_idx_set(tmp_path / "partial")
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    for directory in (tmp_path / "empty", partial):
+        directory.mkdir(exist_ok=True)
+        monkeypatch.setenv("MIXPRUNE_DATA", str(directory))
+        with pytest.raises(DataError, match=r"\$MIXPRUNE_DATA=.* lacks .*t10k-labels-idx1-ubyte"):
+            D.locate(None, spec)
+    assert D.locate(system, spec)["train_images"].parent == system  # --data-dir is asked first

@@ -201,3 +201,89 @@ def test_a_second_model_of_the_same_computation_gets_the_exporters_bytes(pruned,
     export._ONNX_GRAPHS.clear()
     export.export_onnx(resnet, tmp_path / "r.onnx")
     assert not export._ONNX_GRAPHS  # BatchNorm folded: the weights in the file are not the model's tensors
+
+
+def _crafted(path, metadata: dict, tensors: dict | None = None):
+    """A safetensors file holding `tensors` (a LeNet-5's by default) under the given metadata."""
+    from safetensors.torch import load_file
+
+    if tensors is None:
+        save_safetensors(LeNet5(), path)
+        tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("arch, classes", [("torchvision:vit_h_14", 10), ("torchvision:resnet18", 65_536)])
+def test_a_file_naming_a_large_network_is_refused_before_it_is_built(tmp_path, arch, classes):
+    """Any network a file names is counted without being built (the meta device), and refused where the file cannot
+    hold it: a 178 KB file naming vit_h_14 used to take 3.2 GB before "keys do not match"; with 65,536 classes it
+    ended in an allocation traceback. The child's peak memory shows that nothing large was allocated."""
+    import json
+    import subprocess
+    import sys
+
+    desc = {"arch": arch, "input_shape": [3, 224, 224], "num_classes": classes}
+    path = _crafted(tmp_path / "m.safetensors", {"format": "mixprune.model", "encoding": "fp32",
+                                                 "architecture": json.dumps(desc)})
+    code = ("import resource\nfrom mixprune.deploy.files import load_model\n"
+            "try:\n    load_model(%r)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)" % str(path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    message, peak_kib = res.stdout.splitlines()
+    assert message.startswith("ModelFileError") and "more than a file of" in message, res.stdout + res.stderr
+    assert int(peak_kib) < 1_500_000  # the interpreter and torch: no network of gigabytes was allocated
+
+
+def test_weights_that_are_not_finite_and_formats_mixprune_does_not_write_are_refused(pruned, tmp_path):
+    from safetensors.torch import load_file
+
+    path = tmp_path / "m.safetensors"
+    save_safetensors(pruned, path)
+    meta = {"format": "mixprune.lenet5", "encoding": "fp32", "widths": "[6, 16, 120, 84]", "dropout": "0.0"}
+    for value in (float("nan"), float("inf")):
+        bad = load_file(str(path))
+        bad["fc2.weight"][0, 0] = value
+        _crafted(tmp_path / "bad.safetensors", meta, bad)
+        with pytest.raises(ModelFileError, match="fc2.weight holds NaN or infinite values"):
+            load_model(tmp_path / "bad.safetensors")
+    save_sparse(pruned, tmp_path / "s.safetensors", "int8")
+    sparse = load_file(str(tmp_path / "s.safetensors"))
+    sparse["conv1.weight.scale"] = torch.tensor([float("nan")])
+    _crafted(tmp_path / "s.safetensors", {**meta, "encoding": "sparse-bitmask-int8"}, sparse)
+    with pytest.raises(ModelFileError, match="conv1.weight holds NaN"):
+        load_model(tmp_path / "s.safetensors")
+    for key, value in (("format", "mixprune.other"), ("encoding", "zip")):
+        _crafted(tmp_path / "u.safetensors", {**meta, key: value}, load_file(str(path)))
+        with pytest.raises(ModelFileError, match="is not a mixprune model file"):
+            load_model(tmp_path / "u.safetensors")
+
+
+def test_metadata_that_nests_deeply_or_names_a_huge_input_is_one_line(tmp_path):
+    deep = "[" * 50_000 + "]" * 50_000
+    for meta, match in (({"format": "mixprune.model", "encoding": "fp32", "architecture": deep}, "nests too deeply"),
+                        ({"format": "mixprune.lenet5", "encoding": "fp32", "widths": deep}, "nests too deeply"),
+                        ({"format": "mixprune.model", "encoding": "fp32", "architecture":
+                          '{"arch": "torchvision:resnet18", "input_shape": [3, 4000, 4000], "num_classes": 10}'},
+                         "side above 1024 pixels")):
+        with pytest.raises(ModelFileError, match=match) as exc:
+            load_model(_crafted(tmp_path / "m.safetensors", meta))
+        assert "\n" not in str(exc.value)
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """A FIFO used to hang load_model (and --teacher, sensitivity --model, bench); /dev/zero is never read."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    code = ("from mixprune.deploy.files import load_model\n"
+            "for p in (%r, '/dev/zero', %r):\n"
+            "    try:\n        load_model(p)\n    except Exception as e:\n        print(type(e).__name__, e)"
+            % (str(fifo), str(tmp_path)))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("ModelFileError") for line in lines), res.stdout + res.stderr
+    assert "not a regular file" in lines[0] and "not a regular file" in lines[1]

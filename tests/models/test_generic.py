@@ -201,3 +201,47 @@ def test_lenet_on_other_shapes_and_the_paper_shape_unchanged():
     assert cifar.fc1.in_features == 16 * 5 * 5 and cifar.fc3.out_features == 100 and cifar.conv1.in_channels == 3
     with pytest.raises(ConfigError, match="at least 16x16.*--image-size"):
         build_model("lenet5", (1, 8, 8), 10)
+
+
+FACTORIES = {
+    "exits at import": "import sys\nsys.exit(0)\ndef build(in_channels, num_classes):\n    pass\n",
+    "exits in build": "import sys\ndef build(in_channels, num_classes):\n    sys.exit(0)\n",
+    "hangs": "import time\ndef build(in_channels, num_classes):\n    time.sleep(3600)\n",
+    "starts a thread": ("import threading, time\nfrom torch import nn\ndef build(in_channels, num_classes):\n"
+                        "    threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+                        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes))\n"),
+    "has no parameters": "from torch import nn\ndef build(in_channels, num_classes):\n    return nn.Flatten()\n",
+}
+
+
+@pytest.mark.parametrize("behaviour, message", [("exits at import", "exits the process"),
+                                                ("exits in build", "exits the process"),
+                                                ("hangs", "did not finish within 3 s"),
+                                                ("starts a thread", "starts threads that keep running"),
+                                                ("has no parameters", "no trainable parameters")])
+def test_user_factory_code_that_misbehaves_is_one_line(tmp_path, monkeypatch, behaviour, message):
+    """sys.exit in a factory used to end mixprune with exit 0 having done nothing; a hang or a non-daemon thread
+    hung it; a network without parameters was a traceback. The factory runs once in a child process first."""
+    from mixprune.models import registry
+
+    monkeypatch.setattr(registry, "FACTORY_SECONDS", 3)
+    path = tmp_path / "factory.py"
+    path.write_text(FACTORIES[behaviour])
+    with pytest.raises(ConfigError, match=message) as exc:
+        build_model(f"{path}:build", (1, 8, 8), 10)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_network_that_cannot_train_on_the_last_batch_of_one_is_refused_before_training(tmp_path, capsys):
+    """BatchNorm1d needs two values per channel: 1,437 digits in batches of 4 leave a last batch of one, which used
+    to fail with a traceback once training had started."""
+    path = tmp_path / "bn1d.py"
+    path.write_text("from torch import nn\ndef build(in_channels, num_classes):\n"
+                    "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, 16), nn.BatchNorm1d(16),\n"
+                    "                         nn.ReLU(), nn.Linear(16, num_classes))\n")
+    out = tmp_path / "o"
+    assert main(["reproduce", "--dataset", "digits", "--arch", f"{path}:build", "--batch-size", "4", "--seeds", "0",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "last batch of every epoch holds one image" in err and "--batch-size" in err and "\n" not in err
+    assert not out.exists()

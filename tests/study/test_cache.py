@@ -136,11 +136,24 @@ def test_sparsity_sets_both_amounts():
     assert (cfg.prune.conv_amount, cfg.prune.fc_amount) == (0.8, 0.8)
 
 
-def test_an_unwritable_cache_is_skipped_not_fatal(ds, tmp_path):
+def test_a_cache_that_cannot_be_written_is_skipped_not_fatal(ds, tmp_path, monkeypatch):
+    """A cache whose entries cannot be written (a full disk) is skipped and the run goes on; a --cache-dir where
+    no directory can be is refused before anything is created."""
+    import errno
+
+    from mixprune.core.errors import OutputError
+    from mixprune.study import cache
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cache, "save_file", full)
+    res = _run(ds, tmp_path / "r", cache_dir=str(tmp_path / "cache"))
+    assert res.complete and res.execution["reused_models"] == []
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    res = _run(ds, tmp_path / "r", cache_dir=str(blocker / "cache"))  # the cache cannot be created
-    assert res.complete and res.execution["reused_models"] == []
+    with pytest.raises(OutputError, match="--cache-dir .*Not a directory"):
+        _run(ds, tmp_path / "s", cache_dir=str(blocker / "cache"))
+    assert not (tmp_path / "s").exists()
 
 
 def test_cv_fold_must_be_below_the_fold_count():

@@ -17,6 +17,7 @@ MACs come from torch.utils.flop_counter (dense and slimmed) and from nonzero wei
 from __future__ import annotations
 
 import copy
+import math
 import re
 import tempfile
 import warnings
@@ -30,9 +31,10 @@ from torch import nn
 
 from ..compress.structured import removed_any, slim_network
 from ..core.config import load_config_file
-from ..core.errors import MixpruneError, ModelFileError
+from ..core.errors import ConfigError, MixpruneError, ModelFileError
 from ..core.paths import RunPaths
 from ..core.runtime import available_cores
+from ..data.dataset import memory_budget
 from ..data.prepare import prepare_dataset, prepare_tensors
 from ..deploy.files import load_model
 from ..deploy.onnx import export_onnx, ort_session, quantize_onnx_int8
@@ -91,6 +93,11 @@ def bench_model(model: nn.Module, batches: tuple[int, ...] = (1, 32, 256), threa
     int8 file is (`int8_network` says which network it holds); the CSR and 2:4 variants are LeNet-5's."""
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     shape = input_shape(model)
+    need, budget = max(batches) * math.prod(shape) * 4, memory_budget()
+    if need > budget:
+        raise ConfigError(f"--batches {max(batches)}: a batch of {max(batches)} inputs of {list(shape)} takes "
+                          f"{need / 2**30:.1f} GiB as floats, more than the {budget / 2**30:.1f} GiB of memory at hand; "
+                          "choose smaller batches")
     threads = threads or tuple(sorted({1, available_cores()}))
     lenet = isinstance(model, LeNet5)
     small = slim_network(model)

@@ -88,6 +88,14 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"a value of type {hint}")
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message can show it: short, and never Python's refusal to print a huge integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _in_range(value: Any, meta: dict) -> bool:
     items = value if isinstance(value, tuple) else (value,)
     for v in items:
@@ -121,10 +129,10 @@ class Checked:
             try:
                 value = _coerce(f.name, value, hints[f.name])
             except TypeError as exc:
-                raise ConfigError(f"invalid {_where(self.SECTION, f)}: expected {exc}, got {value!r}") from None
+                raise ConfigError(f"invalid {_where(self.SECTION, f)}: expected {exc}, got {_shown(value)}") from None
             if not _in_range(value, f.metadata):
                 raise ConfigError(f"invalid {_where(self.SECTION, f)}: must be {_describe(f.metadata)}, "
-                                  f"got {value!r}")
+                                  f"got {_shown(value)}")
             object.__setattr__(self, f.name, value)
         self.check()
 
@@ -444,7 +452,7 @@ def check_names(raw: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(top_fields)}")
         if key in SECTIONS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: [{key}] must be a table of settings, got {value!r}")
+                raise ConfigError(f"{where}: [{key}] must be a table of settings, got {_shown(value)}")
             known = {f.name for f in dataclasses.fields(hints[key])}
             for sub in value:
                 if sub not in known:

@@ -28,10 +28,12 @@ Same = Callable[[Path], "bool | None"]  # does root hold this command's run of t
 @contextlib.contextmanager
 def exclusive_dir(path: Path) -> Iterator[Path]:
     """Hold an exclusive lock on directory `path` (a `.lock` file in it, fcntl.flock) for the block:
-    a second process that wants the same output directory fails at once instead of mixing files."""
+    a second process that wants the same output directory fails at once instead of mixing files. A lock file this
+    call made is removed again where the block fails (a directory refused as someone else's keeps nothing of ours)."""
     import fcntl
 
     ensure_dir(path)
+    made = not (path / ".lock").exists()
     try:
         handle = open(path / ".lock", "a+")
     except OSError as exc:
@@ -42,7 +44,13 @@ def exclusive_dir(path: Path) -> Iterator[Path]:
         except BlockingIOError:
             raise OutputError(f"another mixprune process is writing to {path}; wait for it to finish, or write "
                               "elsewhere") from None
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    os.unlink(path / ".lock")
+            raise
     finally:
         handle.close()  # closing releases the lock; the empty .lock file stays, harmlessly
 

@@ -287,17 +287,20 @@ def _slimmed_to(model: nn.Module, pruned: Any, where: str) -> nn.Module:
     return shrink(model, {name: list(range(n)) for name, n in zip(pruned, counts)})
 
 
-def load_model(path: str | Path, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
+def load_model(path: str | Path, arch: str | None = None, model: nn.Module | None = None,
+               finite: bool = True) -> nn.Module:
     """Load a mixprune safetensors file (fp32, fp16 or sparse) into an fp32 model (model_from_bytes)."""
-    return model_from_bytes(read_model_file(path), str(path), arch, model)
+    return model_from_bytes(read_model_file(path), str(path), arch, model, finite)
 
 
-def model_from_bytes(data: bytes, where: str, arch: str | None = None, model: nn.Module | None = None) -> nn.Module:
+def model_from_bytes(data: bytes, where: str, arch: str | None = None, model: nn.Module | None = None,
+                     finite: bool = True) -> nn.Module:
     """The fp32 model a mixprune safetensors file's bytes hold (`where` names it in errors). The network is rebuilt
     from the file's architecture metadata through the model registry (no pickle), only once the file is large
     enough for the network it names; a file made by your own factory (PATH.py:FUNCTION) is rebuilt only when you
     pass that arch. `model`: load the weights into this network instead (its structure must match the file's).
-    Every tensor must have the network's name, shape and a floating dtype, and hold finite values."""
+    Every tensor must have the network's name, shape and a floating dtype, and (`finite`, for every file but one a
+    run has just written itself: an fp16 file of weights beyond fp16's range holds infinities) finite values."""
     state, meta = _read(data, where)
     if meta.get("format", FORMAT) not in (FORMAT, GENERIC_FORMAT) or meta.get("encoding", "fp32") not in ENCODINGS:
         raise ModelFileError(f"{where}: format {meta.get('format')!r}, encoding {meta.get('encoding')!r} is not a "
@@ -313,13 +316,13 @@ def model_from_bytes(data: bytes, where: str, arch: str | None = None, model: nn
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if meta.get("encoding", "").startswith("sparse"):
         state = _densify(state, expected, where)
-    _check_state(state, model, where)
+    _check_state(state, model, where, finite)
     reference = model.state_dict()
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model.eval()
 
 
-def _check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) -> None:
+def _check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str, finite: bool = True) -> None:
     """ModelFileError unless the tensors are the network's: the same names and shapes, floating values where it has
     floating ones, and nothing but finite numbers (a NaN or an infinity would poison every figure)."""
     reference = model.state_dict()
@@ -335,6 +338,6 @@ def _check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) -
         if v.dtype.is_complex or (ref.is_floating_point() and not v.is_floating_point()):
             raise ModelFileError(f"{where}: {k} holds {v.dtype} values where the network has {ref.dtype}; mixprune "
                                  "files hold floating-point weights (fp32, fp16, or int8 with a scale in sparse files)")
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if finite and v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise ModelFileError(f"{where}: {k} holds NaN or infinite values; the file is corrupt, or the model it "
                                  "was saved from had diverged")

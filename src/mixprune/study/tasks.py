@@ -113,12 +113,13 @@ def measured(cfg: StudyConfig, problem: Problem, trained: Trained, data: Tensors
 
 def file_loader(cfg: StudyConfig, problem: Problem) -> Any:
     """How this run decodes its own model files: through the registry, with the user's factory file where the
-    user named one (--arch PATH.py:FUNCTION), or into the network built by the user's Python code."""
+    user named one (--arch PATH.py:FUNCTION), or into the network built by the user's Python code. Values beyond a
+    lossy encoding's range decode as they are (infinities), and are scored so."""
     arch_kind = kind(cfg.model.arch)
     if arch_kind == "python":
-        return lambda path: load_model(path, model=problem.build(cfg, generator(0, "init")))
+        return lambda path: load_model(path, model=problem.build(cfg, generator(0, "init")), finite=False)
     arch = cfg.model.arch if arch_kind == "file" else None
-    return lambda path: load_model(path, arch)
+    return lambda path: load_model(path, arch, finite=False)
 
 
 def export_head_start(cfg: StudyConfig, problem: Problem, device: torch.device, graphs: str | None) -> None:
