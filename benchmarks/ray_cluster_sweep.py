@@ -5,7 +5,7 @@
     unshare -n -p -f --mount-proc .venv/bin/python benchmarks/ray_cluster_sweep.py /tmp/axs \
         --seeds 0 1 --epochs 2 --finetune-epochs 1 --train-subset 4000 --test-subset 1000
 
-Starts the same cluster as tests/ray_cluster.py (head and a second node with one CPU each, token
+Starts the same cluster as tests/study/ray_cluster.py (head and a second node with one CPU each, token
 authentication, the second node unable to see the dataset files; root, in namespaces of its own), runs
 `mixprune sweep --study alpha-x-sparsity` through `--address` and with the local backend, and prints both
 wall times and whether the two sweep tables (every cell's per-model mean and CI) are equal. Not a test:
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "study"))
 import ray_cluster as rc  # noqa: E402 - the test's cluster helpers
 
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -50,7 +50,7 @@ def main() -> None:
               f"two-node Ray cluster {walls['ray']:.1f} s, local backend {walls['local']:.1f} s; tables equal: "
               f"{tables['ray'] == tables['local']}")
     finally:
-        rc.stop_cluster(env)
+        rc.stop_cluster(env, work)
 
 
 if __name__ == "__main__":

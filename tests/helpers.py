@@ -45,7 +45,13 @@ def structurally_pruned(model, conv_amount: float, fc_amount: float, **kw):
     """model with round(amount * n) channels of every group masked (structured.py) and made permanent; returns
     (model, {group: bool kept})."""
     from mixprune.compress.pruning import make_permanent
-    from mixprune.compress.structured import attach_unit_masks, ratios_for, structured_keep, unit_groups, unit_masks
+    from mixprune.compress.structured import (
+        attach_unit_masks,
+        ratios_for,
+        structured_keep,
+        unit_groups,
+        unit_masks,
+    )
 
     groups = unit_groups(model)
     keep = structured_keep(model, groups, ratios_for(groups, conv_amount, fc_amount), **kw)
@@ -80,19 +86,21 @@ def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> 
         assert frag in lines[0], lines[0]
 
 
-HELD_MODEL = '''"""LeNet-5 whose fine-tuning (a pruned copy: masks attached) waits until the file $MIXPRUNE_TEST_GO exists (10
-minutes at most): a run that a test interrupts there has provably finished its dense models."""
+HELD_MODEL = '''"""LeNet-5 whose fine-tuning (a pruned copy: masks attached) waits until the file GO exists (10 minutes at
+most): a run that a test interrupts there has provably finished its dense models."""
 import os
 import time
 
 from mixprune.models.lenet5 import LeNet5
+
+GO = {go!r}
 
 
 class Held(LeNet5):
     def forward(self, x):
         deadline = time.monotonic() + 600
         while self.training and hasattr(self.conv1, "weight_mask") and time.monotonic() < deadline \\
-                and not os.path.exists(os.environ["MIXPRUNE_TEST_GO"]):
+                and not os.path.exists(GO):
             time.sleep(0.05)
         return super().forward(x)
 
@@ -103,10 +111,13 @@ def build(in_channels, num_classes):
 
 
 def held_model(directory: Path) -> tuple[str, Path]:
-    """(--arch of a LeNet-5 whose fine-tuning waits for a file, that file's path: absent until the test creates it)."""
+    """(--arch of a LeNet-5 whose fine-tuning waits for a file, that file's path: absent until the test creates it).
+    The path is written into the factory file, so that processes that do not share the test's environment (Ray's
+    workers) wait for it too."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "held.py").write_text(HELD_MODEL)
-    return f"{directory / 'held.py'}:build", directory / "go"
+    go = directory / "go"
+    (directory / "held.py").write_text(HELD_MODEL.format(go=str(go)))
+    return f"{directory / 'held.py'}:build", go
 
 
 def wait_for(predicate, what: str, seconds: float = 180.0, proc: subprocess.Popen | None = None) -> None:

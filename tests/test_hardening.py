@@ -208,7 +208,7 @@ def test_a_sweep_or_search_does_not_go_on_with_someone_elses(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     argv = ["sweep", "--grid", "mixup.alpha=0.5", *DIGITS, "--quick", "--out", str(sweep)]
     assert main(argv) == 0
-    capsys.readouterr()
+    assert "| mixup.alpha | baseline |" in capsys.readouterr().out  # the sweep's table
     before = _tree(sweep)
     assert "already holds another sweep" in one_line_exit_2(capsys, [*argv, "--lr", "0.02"])
     assert _tree(sweep) == before

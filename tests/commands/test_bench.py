@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from mixprune.cli import main
-from mixprune.commands.bench import CsrLinearLeNet, bench_model, bench_targets, semi_structured_fit, verdicts
+from mixprune.commands.bench import (
+    CsrLinearLeNet,
+    bench_model,
+    bench_targets,
+    semi_structured_fit,
+    verdicts,
+)
 from mixprune.core.errors import ModelFileError
 from mixprune.deploy.files import save_safetensors
 from mixprune.models import LeNet5, build_model

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from mixprune.compress.pruning import attach_masks, current_masks, l1_masks, make_permanent, pruned_counts
+from mixprune.compress.pruning import (
+    attach_masks,
+    current_masks,
+    l1_masks,
+    make_permanent,
+    pruned_counts,
+)
 from mixprune.data.prepare import Tensors
 from mixprune.deploy.files import save_safetensors
 from mixprune.models import LeNet5, count_nonzero, init_weights, prunable

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mixprune.compress.pruning import GradualPruner, cubic_fraction, current_masks, make_permanent, pruned_counts
+from mixprune.compress.pruning import (
+    GradualPruner,
+    cubic_fraction,
+    current_masks,
+    make_permanent,
+    pruned_counts,
+)
 from mixprune.data.prepare import Tensors
 from mixprune.models import LeNet5, count_nonzero, prunable
 from mixprune.train.engine import FitSpec, fit, steps_per_epoch

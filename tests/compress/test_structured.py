@@ -277,6 +277,7 @@ def run_cli(tmp_path, user_model_file, *flags):
     return code, out
 
 
+@pytest.mark.slow
 def test_cli_prunes_a_users_batchnorm_residual_model_structurally(tmp_path, user_model_file):
     code, out = run_cli(tmp_path, user_model_file, "--conv-amount", "0.5", "--fc-amount", "0.5")
     assert code == 0
@@ -303,6 +304,7 @@ def test_cli_prunes_a_users_batchnorm_residual_model_structurally(tmp_path, user
     assert {"eager slimmed", "ORT slimmed", "ORT int8", "ORT int8 slimmed"} <= {r["variant"] for r in bench["rows"]}
 
 
+@pytest.mark.slow
 def test_cli_auto_ratios_come_from_a_validation_split(tmp_path, user_model_file):
     code, out = run_cli(tmp_path, user_model_file, "--prune-ratios", "auto", "--max-drop", "3", "--no-onnx",
                         "--val-fraction", "0.2")

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from mixprune.core.config import DataConfig, StudyConfig
-from mixprune.core.config import with_overrides
+from mixprune.core.config import DataConfig, StudyConfig, with_overrides
 from mixprune.core.errors import ConfigError, DataError, MixpruneError
-from mixprune.data import IDX_FAMILY, Dataset, Images, channel_stats, load_dataset, load_idx
+from mixprune.data import (
+    IDX_FAMILY,
+    Dataset,
+    Images,
+    channel_stats,
+    load_dataset,
+    load_idx,
+)
 from mixprune.data.cifar import CIFAR, load_cifar, read_batch
 
 from ..helpers import write_idx_set, write_pngs

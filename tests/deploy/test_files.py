@@ -10,7 +10,12 @@ from safetensors.torch import save_file
 
 from mixprune.compress.pruning import attach_masks, l1_masks, make_permanent
 from mixprune.core.errors import ModelFileError
-from mixprune.deploy.files import load_model, save_safetensors, save_sparse, sparse_state
+from mixprune.deploy.files import (
+    load_model,
+    save_safetensors,
+    save_sparse,
+    sparse_state,
+)
 from mixprune.models import LeNet5
 
 

@@ -9,7 +9,15 @@ import pytest
 from mixprune import StudyConfig, load_fashion_mnist
 from mixprune.core.config import load_config_file, to_dict, with_overrides
 from mixprune.core.errors import ConfigError
-from mixprune.explore.search import SearchSpec, candidates, choose, final_config, margin, pareto, run_search
+from mixprune.explore.search import (
+    SearchSpec,
+    candidates,
+    choose,
+    final_config,
+    margin,
+    pareto,
+    run_search,
+)
 
 from ..helpers import TINY, assert_one_line_error, cli, write_idx_set
 
@@ -65,10 +73,12 @@ def test_candidates_see_only_the_validation_split_and_the_final_study_the_test_s
     assert final.data.cv_fold == -1 and final.seeds == base.seeds and final.prune.sparsity == 0.9
 
 
+@pytest.mark.slow
 def test_search_end_to_end_resumes_and_keeps_to_its_budget(tmp_path):
     ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
     base = with_overrides(StudyConfig(), {"train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,
-                                          "bench.latency": False, "train.batch_size": 8})
+                                          "bench.latency": False, "train.batch_size": 8,
+                                          "cache_dir": str(tmp_path / "cache")})  # shared by the three searches
     spec = SearchSpec(min_accuracy=1.0, sparsities=(0.5, 0.9), methods=("unstructured",), val_fraction=0.25)
     out = tmp_path / "search"
     summary = run_search(base, spec, out, dataset=ds)

@@ -142,8 +142,8 @@ def test_a_config_file_layers_over_a_study_file(tmp_path):
 
 
 def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path):
-    from mixprune.core.outputs import exclusive_dir
     from mixprune.core.errors import OutputError
+    from mixprune.core.outputs import exclusive_dir
 
     out = tmp_path / "sw"
     base = with_overrides(StudyConfig(), {"seeds": [0], "train.epochs": 0, "workers": 1})

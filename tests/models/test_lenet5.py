@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from mixprune.models import LeNet5, count_nonzero, count_params, init_weights, macs_per_image, prunable, weight_sparsity
+from mixprune.models import (
+    LeNet5,
+    count_nonzero,
+    count_params,
+    init_weights,
+    macs_per_image,
+    prunable,
+    weight_sparsity,
+)
 
 
 def test_table1_shapes_and_counts():

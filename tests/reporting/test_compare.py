@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def test_c11_needs_a_significant_gain_and_a_rising_best_alpha():
     assert c11_verdict(best[:2]).startswith("not testable")
 
 
+@pytest.mark.slow
 def test_sweep_report_over_alpha_and_sparsity(tmp_path):
     ds = load_fashion_mnist(write_idx_set(tmp_path / "d"), spec=TINY)
     base = with_overrides(StudyConfig(), {"seeds": [0, 1], "train.epochs": 1, "prune.finetune_epochs": 1, "workers": 1,

@@ -48,7 +48,10 @@ def test_mismatched_shapes_rejected():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_confusion_and_ece_equal_torchmetrics_exactly(seed):
     """mixprune computes them itself (importing torchmetrics cost 2.4 s per run); same numbers, bit for bit."""
-    from torchmetrics.functional.classification import multiclass_calibration_error, multiclass_confusion_matrix
+    from torchmetrics.functional.classification import (
+        multiclass_calibration_error,
+        multiclass_confusion_matrix,
+    )
 
     from mixprune.study.evaluation import confusion_matrix, expected_calibration_error
 

@@ -42,6 +42,7 @@ class Events:
         self.done.append((name, seed))
 
 
+@pytest.mark.slow
 def test_ray_tasks_give_the_local_numbers(local_ray, ds, tmp_path):
     local = reproduce(with_overrides(StudyConfig(), {**BASE, "workers": 1, "out": str(tmp_path / "l")}), dataset=ds)
     events = Events()
@@ -154,6 +155,7 @@ def test_progress_reaches_the_driver_while_a_ray_task_runs(local_ray, tmp_path):
     assert flag.read_text() == "('baseline', 0, 1)"
 
 
+@pytest.mark.slow
 def test_distillation_from_a_teacher_file_on_ray_gives_the_local_numbers(local_ray, ds, tmp_path):
     """The teacher file is read by the driver and travels with the task: Ray workers need not see it."""
     teacher_run = reproduce(with_overrides(StudyConfig(), {**BASE, "seeds": [0], "workers": 1,
@@ -169,10 +171,12 @@ def test_distillation_from_a_teacher_file_on_ray_gives_the_local_numbers(local_r
             assert on_ray.metrics(name, seed)["test_loss"] == metrics["test_loss"], (name, seed)
 
 
+@pytest.mark.slow
 def test_search_on_ray_chooses_and_tests_as_the_local_search(local_ray, ds, tmp_path):
     from mixprune.explore.search import SearchSpec, run_search
 
-    spec = SearchSpec(min_accuracy=1.0, sparsities=(0.5,), methods=("unstructured",), val_fraction=0.25)
+    spec = SearchSpec(min_accuracy=1.0, sparsities=(0.5,), methods=("unstructured",), val_fraction=0.25,
+                      distill=False)  # distillation on Ray: test_distillation_from_a_teacher_file_on_ray...
     base = {**BASE, "seeds": [0, 1, 2], "bench.onnx": True}
     local = run_search(with_overrides(StudyConfig(), {**base, "workers": 1}), spec, tmp_path / "l", dataset=ds)
     on_ray = run_search(with_overrides(StudyConfig(), {**base, "backend": "ray"}), spec, tmp_path / "r", dataset=ds)

@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from mixprune import StudyConfig, load_config_file, load_fashion_mnist, load_model, reproduce
+from mixprune import (
+    StudyConfig,
+    load_config_file,
+    load_fashion_mnist,
+    load_model,
+    reproduce,
+)
 from mixprune.core.config import with_overrides
 from mixprune.models import count_nonzero
 from mixprune.reporting.report import fmt

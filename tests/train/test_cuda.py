@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from mixprune.commands.bench import semi_structured_gpu
-from mixprune.compress.pruning import attach_masks, make_permanent, semi_structured_masks
+from mixprune.compress.pruning import (
+    attach_masks,
+    make_permanent,
+    semi_structured_masks,
+)
 from mixprune.core.config import StudyConfig, with_overrides
 from mixprune.core.runtime import generator
 from mixprune.data import load_fashion_mnist

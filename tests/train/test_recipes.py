@@ -16,7 +16,12 @@ from mixprune.models import build_model
 from mixprune.study.cache import model_key
 from mixprune.study.jobs import finetune_lr, training_lr
 from mixprune.study.variants import PAPER, design_for
-from mixprune.train.losses import Distillation, SmoothedCrossEntropy, target_cross_entropy, training_loss
+from mixprune.train.losses import (
+    Distillation,
+    SmoothedCrossEntropy,
+    target_cross_entropy,
+    training_loss,
+)
 from mixprune.train.schedules import lr_schedule, lr_steps
 
 from ..helpers import TINY, assert_one_line_error, cli, write_idx_set

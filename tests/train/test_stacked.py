@@ -20,7 +20,12 @@ from mixprune.train.engine import FitSpec, TrainingDiverged, fit
 from mixprune.train.schedules import lr_steps
 
 NAMES = tuple(v.name for v in PAPER)
-from mixprune.compress.pruning import GradualPruner, attach_masks, current_masks, l1_masks
+from mixprune.compress.pruning import (
+    GradualPruner,
+    attach_masks,
+    current_masks,
+    l1_masks,
+)
 from mixprune.study.plan import stacking
 from mixprune.train.stacked import Member, fit_stacked
 
@@ -197,6 +202,7 @@ def test_a_stacked_study_matches_a_separate_one(ds, tmp_path):
     assert all(metrics(again, n, s) == metrics(stacked, n, s) for n in NAMES for s in (0, 1))
 
 
+@pytest.mark.slow
 def test_one_chain_per_worker_is_not_stacked(ds, tmp_path):
     """With as many workers as chains there is nothing to stack: the numbers of separate training."""
     one = study(ds, tmp_path / "a", seeds=[0], workers=2)
