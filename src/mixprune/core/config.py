@@ -384,9 +384,9 @@ class StudyConfig(Checked):
                        choices=("local", "ray"))
     ray_address: str | None = opt(None, "address of an existing Ray cluster for --backend ray (e.g. ray://HOST:10001); "
                                   "default: start a local Ray instance", flag="--address")
-    out: str | None = opt(None, "output directory (default: runs/reproduce-<timestamp>); one that holds anything but "
-                          "a run of the same config is refused (a run of the same config is run again, e.g. after an "
-                          "interruption)", flag="--out")
+    out: str | None = opt(None, "output directory (default, also when empty: runs/reproduce-<timestamp>); one that "
+                          "holds anything but a run of the same config is refused (a run of the same config is run "
+                          "again, e.g. after an interruption)", flag="--out")
     overwrite: bool = opt(False, "replace an --out that holds another run or other files: the new run is written beside "
                           "it and swapped in whole when it completes; the old one stays until then", flag="--overwrite")
     cache_dir: str | None = opt(None, "directory of trained and measured models reused by any run whose settings "

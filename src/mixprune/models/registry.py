@@ -21,6 +21,7 @@ import copy
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,13 @@ def _timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
 
 
 FACTORY_SECONDS = 120  # a factory file that has not imported and built its network by then is taken to hang
+START_SECONDS = 900  # Python and torch starting in the child: not the user's code, so only a bound against a stall
+# (on 2 loaded cores it took over 120 s, which the factory's own limit used to count)
 _PROBE = """
 import importlib.util, json, os, sys, threading
-path, func, c, k = sys.argv[1:5]
+import torch
+fd, path, func, c, k = int(sys.argv[1]), *sys.argv[2:6]
+os.write(fd, b"ready\\n")
 before = set(threading.enumerate())
 out = {}
 try:
@@ -107,28 +112,70 @@ try:
     sys.modules["mixprune_user_probe"] = module
     spec.loader.exec_module(module)
     model = getattr(module, func)(in_channels=int(c), num_classes=int(k))
-    import torch
     out["module"] = isinstance(model, torch.nn.Module)
 except SystemExit as exc:
     out["exit"] = repr(exc.code)
 except BaseException as exc:
     out["error"] = type(exc).__name__
 out["threads"] = sorted(t.name for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon)
-sys.stdout.write(json.dumps(out) + "\\n")
-sys.stdout.flush()
+os.write(fd, (json.dumps(out) + "\\n").encode())
 os._exit(0)
 """
 PROBED = "MIXPRUNE_PROBED_FACTORIES"  # factories that passed the probe (file, its size and time, call), one a line:
 # in the environment, so that worker processes, spawned with a copy of it, do not probe them again
 
 
+def _lines(fd: int, limits: tuple[float, ...]) -> tuple[list[str], bool]:
+    """A line for each limit read from the pipe FD, the i-th within limits[i] seconds of the one before, and whether
+    the writer closed the pipe (it ended) before they all came."""
+    import select
+
+    lines, buf = [], b""
+    for limit in limits:
+        deadline = time.monotonic() + limit
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return lines, False
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return lines, True
+            buf += chunk
+        line, _, buf = buf.partition(b"\n")
+        lines.append(line.decode(errors="replace"))
+    return lines, False
+
+
+def _run_probe(path: Path, func: str, in_channels: int, num_classes: int) -> tuple[list[str], bool]:
+    """The probe's lines ("ready", then its JSON outcome) over a pipe of its own, so that what the user's code
+    prints cannot be mistaken for them, and whether the child ended before writing both; it is killed once they are
+    read or time runs out."""
+    import subprocess
+
+    read, write = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _PROBE, str(write), str(path), func, str(in_channels),
+                                 str(num_classes)], pass_fds=(write,), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(write)
+        write = -1
+        try:
+            return _lines(read, (START_SECONDS, FACTORY_SECONDS))
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
 def probe_factory(arch: str, in_channels: int, num_classes: int) -> None:
     """Import the user's factory file and call it once in a child process before this process does: ConfigError (one
-    line) where that exits the process (sys.exit), does not finish within FACTORY_SECONDS, or leaves a non-daemon
-    thread running, which would keep mixprune from ever exiting. Errors it raises are left to the import here, which
-    says them in one line too."""
+    line) where that exits the process (sys.exit), does not finish within FACTORY_SECONDS (counted once the child's
+    Python and torch have started), or leaves a non-daemon thread running, which would keep mixprune from ever
+    exiting. Errors it raises are left to the import here, which says them in one line too."""
     import json
-    import subprocess
 
     path = Path(arch.rpartition(":")[0]).expanduser().resolve()
     func = arch.rpartition(":")[2]
@@ -137,15 +184,15 @@ def probe_factory(arch: str, in_channels: int, num_classes: int) -> None:
     if key in os.environ.get(PROBED, "").split("\n"):
         return
     call = f"{func}(in_channels={in_channels}, num_classes={num_classes})"
-    try:
-        res = subprocess.run([sys.executable, "-c", _PROBE, str(path), func, str(in_channels), str(num_classes)],
-                             capture_output=True, text=True, timeout=FACTORY_SECONDS, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+    lines, ended = _run_probe(path, func, in_channels, num_classes)
+    if not lines and not ended:
+        raise ConfigError(f"--arch {arch}: a child Python process that imports torch did not start within "
+                          f"{START_SECONDS} s, so {path} could not be checked; is the machine overloaded?")
+    if len(lines) == 1 and not ended:
         raise ConfigError(f"--arch {arch}: importing {path} and calling {call} did not finish within "
-                          f"{FACTORY_SECONDS} s; the factory hangs (or waits for input)") from None
-    last = res.stdout.strip().splitlines()[-1:] or ["{}"]
+                          f"{FACTORY_SECONDS} s; the factory hangs (or waits for input)")
     try:
-        out = json.loads(last[0])
+        out = json.loads(lines[1]) if len(lines) == 2 else {}
     except ValueError:
         out = {}
     if "exit" in out or not out:
