@@ -44,8 +44,8 @@ def generator():
 
 def pytest_collection_modifyitems(items):
     """Files with the most slow tests first, each file's tests in their order: pytest-xdist hands whole files to its
-    workers in this order, and starting the longest first keeps both cores busy to the end (measured on 2 cores, one run each:
-    10 min 27 s in this order, 10 min 53 s in file order)."""
+    workers in this order, and starting the longest first keeps both cores busy to the end (measured on 2 cores, one
+    run each: 10 min 27 s in this order, 10 min 53 s in file order)."""
     slow: dict[Path, int] = {}
     for item in items:
         slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))

@@ -24,13 +24,13 @@ from torch import nn
 from ..compress.sensitivity import LADDER, choose_ratios, ratios_flag, sensitivity
 from ..compress.structured import unit_groups
 from ..core.atomic import ensure_dir, read_text_capped, write_text_atomic
-from ..core.config import PLACEMENT_FIELDS, StudyConfig, to_dict
+from ..core.config import StudyConfig, to_dict, what_it_computes
 from ..core.errors import ConfigError
 from ..core.outputs import check_location, claimed
 from ..core.runtime import generator, resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import prepare_dataset, prepare_tensors
-from ..deploy.files import load_model, read_model_file
+from ..deploy.files import model_from_bytes, read_model_file
 from ..models import LENET, describe, kind
 from ..reporting.plots import sensitivity_plot
 from ..study.jobs import Problem, dense_job, run_jobs
@@ -51,14 +51,15 @@ def run_sensitivity(cfg: StudyConfig, model_file: str | None = None, ladder: tup
     if ds.val_y is None:
         ds = ds.hold_out(cfg.prune.val_fraction)
     device = resolve_device(cfg.device)
-    model = _model_file(cfg, model_file, ds) if model_file is not None else None
+    data = read_model_file(model_file) if model_file is not None else None
+    model = _model_file(cfg, model_file, data, ds) if data is not None else None
     _check_groups(cfg, model or Problem(ds.shape, ds.num_classes).build(cfg, generator(0, "init")),
                   model_file or cfg.model.arch)
     if out_dir is None:
         return _sensitivity(cfg, ds, device, model, model_file, ladder, observer)
     check_location(out_dir, "--out")
-    settings = {"config": {k: v for k, v in to_dict(cfg).items() if k not in PLACEMENT_FIELDS},
-                "ladder": list(ladder), "model": model_file and hashlib.sha256(read_model_file(model_file)).hexdigest()}
+    settings = {"config": what_it_computes(to_dict(cfg)),
+                "ladder": list(ladder), "model": data and hashlib.sha256(data).hexdigest()}
     with claimed(out_dir, "sensitivity", functools.partial(_same, settings=settings), cfg.overwrite) as where:
         result = _sensitivity(cfg, ds, device, model, model_file, ladder, observer)
         write_sensitivity({**result, "settings": settings}, where)
@@ -75,9 +76,9 @@ def _same(root: Path, settings: dict[str, Any]) -> bool | None:
         return False
 
 
-def _model_file(cfg: StudyConfig, model_file: str, ds: Dataset) -> nn.Module:
-    """The --model network, checked to take the dataset's images and give its classes."""
-    model = load_model(model_file, cfg.model.arch if kind(cfg.model.arch) == "file" else None)
+def _model_file(cfg: StudyConfig, model_file: str, data: bytes, ds: Dataset) -> nn.Module:
+    """The --model network from its file's bytes, checked to take the dataset's images and give its classes."""
+    model = model_from_bytes(data, model_file, cfg.model.arch if kind(cfg.model.arch) == "file" else None)
     if tuple(model.input_shape) != ds.shape:
         raise ConfigError(f"{model_file} takes {list(model.input_shape)} inputs, the dataset has {list(ds.shape)}; "
                           "choose the dataset it was trained on (--dataset, --image-size)")

@@ -414,6 +414,11 @@ SECTIONS = ("data", "model", "train", "mixup", "prune", "distill", "bench")
 PLACEMENT_FIELDS = ("out", "overwrite", "cache_dir", "backend", "ray_address")
 
 
+def what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's top-level fields (to_dict) without PLACEMENT_FIELDS: what decides whether two runs are the same."""
+    return {k: v for k, v in config.items() if k not in PLACEMENT_FIELDS}
+
+
 # Fields added after sweeps were first written, with their defaults: left out of a cell's identity while
 # at the default, so that sweep directories written before the field existed keep their cell names.
 LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None, ("data", "dataset"): "fashion-mnist",

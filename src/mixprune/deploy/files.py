@@ -31,7 +31,7 @@ from ..compress.structured import shrink
 from ..core.atomic import TooLarge, read_capped, write_bytes_atomic
 from ..core.config import MAX_SIDE
 from ..core.errors import ConfigError, ModelFileError
-from ..models import LENET, LeNet5, describe, described_parameters, kind, prunable, rebuild
+from ..models import LENET, LeNet5, count_params, describe, described_parameters, kind, prunable, rebuild
 from ..models.lenet5 import LAYERS, PAPER_INPUT
 
 FORMAT = "mixprune.lenet5"  # the paper's network on 1x28x28 inputs, 10 classes (files as mixprune always wrote them)
@@ -239,8 +239,7 @@ def _check_size(desc: dict[str, Any], nbytes: int, where: str, arch: str | None)
     params = described_parameters(desc, arch)
     if params > limit and desc.get("pruned_channels") is not None:
         with torch.device("meta"):
-            params = sum(p.numel() for p in _slimmed_to(rebuild(desc, arch), desc["pruned_channels"], where)
-                         .parameters())
+            params = count_params(_slimmed_to(rebuild(desc, arch), desc["pruned_channels"], where))
     if params > limit:
         raise ModelFileError(f"{where}: metadata describes a network of {params:,} parameters, more than a file of "
                              f"{nbytes:,} bytes can hold; the file is corrupt or crafted")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import ensure_dir, read_text_capped, write_text_atomic
-from ..core.config import PLACEMENT_FIELDS, StudyConfig, to_dict, toml_text, with_overrides
+from ..core.config import StudyConfig, to_dict, toml_text, what_it_computes, with_overrides
 from ..core.errors import ConfigError
 from ..core.outputs import check_location, claimed, swap_dirs
 from ..data.dataset import Dataset
@@ -184,7 +184,7 @@ def run_search(base: StudyConfig, spec: SearchSpec, out: Path, dataset: Dataset 
 def _identity(summary: dict[str, Any]) -> str:
     """What a search computes: its spec (but its time budget) and base config (but where outputs go)."""
     spec = {k: v for k, v in summary["spec"].items() if k != "budget_minutes"}
-    base = {k: v for k, v in summary["base"].items() if k not in PLACEMENT_FIELDS}
+    base = what_it_computes(summary["base"])
     return json.dumps([spec, base], sort_keys=True)
 
 

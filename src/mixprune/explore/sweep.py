@@ -32,6 +32,7 @@ from ..core.config import (
     identity,
     read_toml,
     to_dict,
+    what_it_computes,
     with_overrides,
 )
 from ..core.errors import ConfigError
@@ -117,7 +118,7 @@ def cells(base: StudyConfig, grid: dict[str, list[Any]]) -> list[tuple[str, Stud
         # the label says what the cell is; the digest is its identity, so a long label is cut (directory names
         # have at most 255 bytes on common file systems)
         label = ("_".join(f"{k.rpartition('.')[2]}={v}" for k, v in overrides.items()) or "base")[:MAX_LABEL]
-        ident = {k: v for k, v in identity(cfg).items() if k not in PLACEMENT_FIELDS}
+        ident = what_it_computes(identity(cfg))
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
         out.append((f"{label}-{digest}".replace("/", "-"), cfg))
     return out
@@ -147,7 +148,7 @@ def run_sweep(base: StudyConfig, grid: dict[str, list[Any]], out: Path, dataset:
 
 def _identity(summary: dict[str, Any]) -> str:
     """What a sweep computes: its grid and base config, where outputs go aside."""
-    base = {k: v for k, v in summary["base"].items() if k not in PLACEMENT_FIELDS}
+    base = what_it_computes(summary["base"])
     return json.dumps([summary["grid"], base], sort_keys=True)
 
 

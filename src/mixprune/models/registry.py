@@ -32,6 +32,7 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from ..core.errors import ConfigError
+from .counting import count_params
 from .lenet5 import LeNet5, parameter_count
 
 LENET = "lenet5"
@@ -403,7 +404,7 @@ def described_parameters(desc: dict[str, Any], arch_override: str | None = None)
         return family.count(desc)
     with torch.device("meta"):
         model = rebuild(desc, arch_override)
-    return sum(p.numel() for p in model.parameters())
+    return count_params(model)
 
 
 def rebuild(desc: dict[str, Any], arch_override: str | None = None) -> nn.Module:

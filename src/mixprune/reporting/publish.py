@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..core.atomic import read_capped, write_text_atomic
+from ..core.atomic import open_regular, write_text_atomic
 from ..core.errors import OutputError
 from ..core.outputs import exclusive_dir
 from ..core.paths import RunPaths
@@ -73,7 +73,8 @@ def report_dir(root: Path) -> Iterator[Path]:
         for name, head in OWN.items():
             path = root / name
             try:
-                ours = read_capped(path, 1 << 30).startswith(head)
+                with open_regular(path) as fh:
+                    ours = fh.read(len(head)) == head
             except FileNotFoundError:
                 continue
             except OSError:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..core.atomic import atomic_path, ensure_dir, write_text_atomic
-from ..core.config import PLACEMENT_FIELDS, StudyConfig, load_config_file, to_dict, toml_text
+from ..core.config import StudyConfig, load_config_file, to_dict, toml_text, what_it_computes
 from ..core.errors import ConfigError, OutputError
 from ..core.outputs import check_location, claimed
 from ..core.machine import environment
@@ -80,11 +80,7 @@ def same_run(root: Path, cfg: StudyConfig) -> bool | None:
         earlier = to_dict(load_config_file(RunPaths(root).config_toml))
     except ConfigError:
         return False
-    return _what_it_computes(earlier) == _what_it_computes(to_dict(cfg))
-
-
-def _what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in PLACEMENT_FIELDS}
+    return what_it_computes(earlier) == what_it_computes(to_dict(cfg))
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ class Earlier:
             rows = read_history(paths)
         except (OutputError, OSError, ValueError):
             return cls()
-        if earlier is None or _what_it_computes(earlier.config) != _what_it_computes(to_dict(cfg)):
+        if earlier is None or what_it_computes(earlier.config) != what_it_computes(to_dict(cfg)):
             return cls()
         finished = {}
         for name in earlier.names:
