@@ -12,7 +12,9 @@
 # 5. structured pruning of torchvision:resnet18 on the GPU (full FashionMNIST, 1 seed, alpha 0: Baseline and
 #    Pruned), then `mixprune bench` of its models on the CPU;
 # 6. distillation and the strong recipe on the GPU (CUDA graphs with the teacher's forward inside: one-shot
-#    pruning), then a short `mixprune search` (3-minute candidate budget) timed as a user runs it.
+#    pruning), then a short `mixprune search` (3-minute candidate budget) timed as a user runs it;
+# 7. `mixprune compress --device cuda` of step 3's Baseline (a mixprune model file) to 0.5x MACs, 2 seeds: the
+#    gradual structured pruner and the distillation teacher on the GPU, files measured on the CPU.
 # Each step has its own time limit; logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-check}
@@ -44,4 +46,8 @@ cp /tmp/rkd/results.json "$OUT/results_kd_strong.json" 2>/dev/null
   --config strong --epochs 10 --finetune-epochs 5 --prune-scope global --min-accuracy 89 --sparsities 0.8 0.85 0.9 \
   --methods unstructured --budget-minutes 3 --no-latency --out /tmp/rsearch 2>&1 | tail -n 40 | tee "$OUT/search_gpu.txt"
 cp /tmp/rsearch/search.json "$OUT/search_gpu.json" 2>/dev/null
+[ -n "${SKIP_COMPRESS:-}" ] || /usr/bin/time -f "compress wall %e s" timeout 240 $PY -m mixprune compress --device cuda \
+  --weights /tmp/r24/models/baseline-seed0.safetensors --target-macs 0.5x --seeds 0 1 --finetune-epochs 3 \
+  --out /tmp/rcompress 2>&1 | tail -n 30 | tee "$OUT/compress_gpu.txt"
+cp /tmp/rcompress/results.json "$OUT/results_compress_gpu.json" 2>/dev/null
 echo done

@@ -10,7 +10,7 @@ The packages, lowest first (each imports only those before it): core, data, mode
 study, reporting, explore, commands; then api and cli.
 """
 
-from .api import SearchSpec, as_dataset, reproduce, run_search, run_sweep
+from .api import SearchSpec, as_dataset, compress, reproduce, run_search, run_sweep
 from .core.config import (
     BenchConfig,
     DataConfig,
@@ -31,7 +31,7 @@ from .study.results import Results
 from .study.run import run_study
 from .study.variants import PAPER, Design, Variant
 
-__all__ = ["reproduce", "as_dataset", "run_study", "run_sweep", "run_search", "SearchSpec", "Observer", "Results",
+__all__ = ["reproduce", "compress", "as_dataset", "run_study", "run_sweep", "run_search", "SearchSpec", "Observer", "Results",
            "StudyConfig", "DataConfig", "ModelConfig", "TrainConfig", "MixupConfig", "PruneConfig", "DistillConfig",
            "BenchConfig", "load_config_file", "Dataset", "load_dataset", "load_fashion_mnist",
            "download_fashion_mnist", "LeNet5", "build_model", "load_model", "save_safetensors", "MixpruneError",

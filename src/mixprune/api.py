@@ -30,7 +30,7 @@ from .study.observer import Observer
 from .study.results import Results
 from .study.run import run_study
 
-__all__ = ["reproduce", "run_sweep", "run_search", "SearchSpec", "as_dataset"]
+__all__ = ["reproduce", "compress", "run_sweep", "run_search", "SearchSpec", "as_dataset"]
 
 
 def reproduce(cfg: StudyConfig | None = None, dataset: Any = None, observer: Observer | None = None,
@@ -45,3 +45,20 @@ def reproduce(cfg: StudyConfig | None = None, dataset: Any = None, observer: Obs
     results = run_study(cfg or StudyConfig(), dataset=data, observer=observer, model=model, finish=add_claims)
     write_report(results, RunPaths(Path(results.output_dir)))
     return results
+
+
+def compress(model: Any = None, dataset: Any = None, targets: dict[str, Sequence[str]] | None = None,
+             cfg: StudyConfig | None = None, out: str | Path = "runs/compress", observer: Observer | None = None,
+             classes: Sequence[str] | None = None, **settings: Any) -> dict[str, Any]:
+    """Compress a trained network to budgets and write its files and report to `out`; returns what results.json
+    holds.
+
+    model: a trained nn.Module (its `input_shape` (C, H, W) set, or taken from the data), or None with
+    cfg.model.weights (a file) and cfg.model.arch; dataset: None (cfg's --dataset) or your data (see as_dataset);
+    targets: {"macs": ["0.5x"], "params": [...], "bytes": [...], "latency": [...]}; settings: CompressSpec's
+    fields (format, bench_batch, bench_threads, distill, mixup_alpha)."""
+    from .explore.compress import compress_spec, run_compress
+
+    spec = compress_spec({**settings, **{f"target_{k}": list(v) for k, v in (targets or {}).items()}}, "compress()")
+    data = as_dataset(dataset, classes) if dataset is not None else None
+    return run_compress(cfg or StudyConfig(), spec, Path(out), model=model, dataset=data, observer=observer)

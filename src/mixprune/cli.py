@@ -5,6 +5,7 @@
     mixprune search --min-accuracy 90 [--objective bytes] [--config strong]  # smallest model meeting a target
     mixprune bench PATH                # latency of every form of a model, with verdicts
     mixprune sensitivity [study flags] [--model FILE]   # per-group drop on held-out images -> --prune-ratios
+    mixprune compress --weights FILE --target-macs 0.5x [--target-bytes N --format F] [study flags]
     mixprune report RUN_DIR            # re-render report.md from RUN_DIR/results.json
     mixprune report SWEEP_DIR          # one report over every run below SWEEP_DIR (plots, Pareto fronts, C11)
     mixprune data download [DIR] [--dataset NAME]   # fetch a dataset through torchvision (needs internet)
@@ -27,7 +28,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .core.config import StudyConfig, config_path, flag_fields, layered, read_toml
@@ -139,6 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--ladder", type=float, nargs="+", default=None, metavar="R",
                     help="ratios tried per group [default: 0.1 0.2 ... 0.9]")
     _add_config_flags(se)
+    c = sub.add_parser("compress", help="compress a trained network to budgets (MACs, parameters, file bytes, latency, "
+                       "accuracy drop): channels chosen on a validation split, removed in steps while fine-tuning "
+                       "against the original, files verified in ONNX Runtime; writes compress.md, report.html, "
+                       "results.json and the files to --out", description="Compress the network of --arch with "
+                       "the trained --weights (required) to each --target-*; one value per target gives the budget curve.")
+    c.add_argument("--config", metavar="FILE|NAME", help="TOML file (or a bundled recipe: strong) with the study's "
+                   "fields and a [compress] table of this command's (weights, target_macs, ...); flags win")
+    for metric, what in (("macs", "multiply-accumulates per image"), ("params", "parameters"),
+                         ("bytes", "bytes of the --format file"), ("latency", "milliseconds per --bench-batch")):
+        c.add_argument(f"--target-{metric}", nargs="+", metavar="V", help=f"at most V {what}: a share of the "
+                       "original's (0.5x) or an amount; several values give the budget curve")
+    c.add_argument("--format", choices=("fp32", "fp16", "sparse", "sparse_int8", "onnx", "onnx_int8"),
+                   help="the file --target-bytes counts [default: fp32]")
+    c.add_argument("--bench-batch", type=int, metavar="N", help="latency: batch size [default: 1]")
+    c.add_argument("--bench-threads", type=int, metavar="N", help="latency: threads [default: 1]")
+    c.add_argument("--mixup-alpha", type=float, metavar="A", help="Mixup while fine-tuning (0: off) [default: 0]")
+    _add_config_flags(c)
     r = sub.add_parser("report", help="re-render report.md from a run directory's results.json, or write one report "
                        "over every run below a directory (a sweep)")
     r.add_argument("run_dir", metavar="RUN_DIR")
@@ -285,7 +311,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _progress(transient: bool) -> Progress:
     return Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[acc]}"), console=err, transient=transient)
+                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[acc]}"), console=err,
+                    transient=transient)
 
 
 def _base_config(args: argparse.Namespace, skip: tuple[str, ...],
@@ -388,6 +415,39 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPRESS_FLAGS = ("target_macs", "target_params", "target_bytes", "target_latency", "format", "bench_batch",
+                  "bench_threads", "mixup_alpha", "distill.enabled")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .core.paths import default_out_dir
+    from .explore.compress import compress_spec, run_compress
+
+    table: dict = {}
+    if args.config:  # the [compress] table of a config file (config.toml of an earlier run) holds this command's
+        path = config_path(args.config)
+        raw = read_toml(path, "config file")
+        table = raw.pop("compress", {})
+        layers = [(f"config file {path}", raw)]
+    else:
+        layers = []
+    given = {k: getattr(args, k) for k in COMPRESS_FLAGS if getattr(args, k, None) is not None}
+    spec = compress_spec({**table, **{k.replace("distill.enabled", "distill"): v for k, v in given.items()}},
+                         f"config file {args.config} [compress]" if args.config else "flags")
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config") + COMPRESS_FLAGS}
+    cfg = layered(layers, flags)
+    out_dir = Path(cfg.out) if cfg.out else default_out_dir("compress")
+    progress = _progress(transient=True)
+    with RichObserver(progress).shown() as observer:
+        result = run_compress(cfg, spec, out_dir, observer=observer)
+    out.print((out_dir / "compress.md").read_text(encoding="utf-8").split("## Channels removed")[0], markup=False,
+              highlight=False, soft_wrap=True)
+    err.print(f"[bold]Done.[/bold] Results in {out_dir} (compress.md, report.html, results.json, one folder of files "
+              "per target and seed)")
+    missed = [t["label"] for t in result["targets"] if t.get("budget_met") is False]
+    return 1 if missed else 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .core.config import DataConfig
     from .data.registry import download, load_dataset
@@ -409,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
     handlers = {"reproduce": cmd_reproduce, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench,
-                "report": cmd_report, "sensitivity": cmd_sensitivity, "data": cmd_data}
+                "report": cmd_report, "sensitivity": cmd_sensitivity, "compress": cmd_compress, "data": cmd_data}
     try:
         return handlers[args.command](args)
     except MixpruneError as exc:

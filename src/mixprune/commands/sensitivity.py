@@ -30,7 +30,7 @@ from ..core.outputs import check_location, claimed
 from ..core.runtime import generator, resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import prepare_dataset, prepare_tensors
-from ..deploy.files import model_from_bytes, read_model_file
+from ..deploy.files import load_weights, model_from_bytes, read_model_file
 from ..models import LENET, describe, kind
 from ..reporting.plots import sensitivity_plot
 from ..study.jobs import Problem, dense_job, run_jobs
@@ -53,6 +53,12 @@ def run_sensitivity(cfg: StudyConfig, model_file: str | None = None, ladder: tup
     device = resolve_device(cfg.device)
     data = read_model_file(model_file) if model_file is not None else None
     model = _model_file(cfg, model_file, data, ds) if data is not None else None
+    if cfg.model.weights:  # trained weights of --arch: measured as they are, like a --model file
+        if model_file is not None:
+            raise ConfigError("give --model FILE or --weights FILE, not both: either is the trained network measured")
+        model = load_weights(Problem(ds.shape, ds.num_classes).build(cfg, generator(0, "init")), cfg.model.weights,
+                             cfg.model.arch)
+        model_file = cfg.model.weights
     _check_groups(cfg, model or Problem(ds.shape, ds.num_classes).build(cfg, generator(0, "init")),
                   model_file or cfg.model.arch)
     if out_dir is None:

@@ -20,6 +20,7 @@ conv/linear layers: for LeNet-5, one layer, torch.nn.utils.prune.LnStructured's 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,8 @@ class UnitGroup:
     size: int
     kind: str  # "conv" or "linear": which of --conv-amount / --fc-amount applies
     producers: tuple[Producer, ...]
+    touches: tuple[tuple[str, str, int], ...] = ()  # (layer, "out" or "in", indices per channel): every layer whose
+    # output (producers, BatchNorms) or input (readers; a flatten reads H x W indices per channel) loses its channels
 
 
 def dependency_graph(model: nn.Module):
@@ -133,10 +136,12 @@ def _groups(model: nn.Module, graph, keep: tuple[str, ...] = ()) -> list[UnitGro
                     index[at_root] = local
                 producers.append(Producer(names[module], tuple(index)))
         producers.sort(key=lambda p: order[p.module])
+        touches = {(names[i.dep.target.module], "out" if graph.is_out_channel_pruning_fn(i.dep.handler) else "in",
+                    len(i.idxs) // len(g[0].idxs)) for i in g.items if i.dep.target.module in names}
         # named after its first conv/linear producer in the model's order (a residual chain: its first conv)
         first = next(p.module for p in producers if isinstance(model.get_submodule(p.module), (nn.Conv2d, nn.Linear)))
         kind = "conv" if isinstance(model.get_submodule(first), nn.Conv2d) else "linear"
-        groups.append(UnitGroup(first, len(g[0].idxs), kind, tuple(producers)))
+        groups.append(UnitGroup(first, len(g[0].idxs), kind, tuple(producers), tuple(sorted(touches))))
     return sorted(groups, key=lambda grp: order[grp.name])
 
 
@@ -355,3 +360,86 @@ class GradualStructuredPruner:
             for (name, param), mask in unit_masks(self.model, self.groups, self.keep).items():
                 held = getattr(self.model.get_submodule(name), f"{param}_mask")
                 held.copy_(held.bool() & mask.to(held.device))
+
+
+def _positions(model: nn.Module) -> dict[str, int]:
+    """Per conv/linear layer, how many times one of its weights is applied for one input (output positions)."""
+    seen: dict[str, int] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+            seen[name] = output[0].numel() // width
+        return hook
+
+    hooks = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input(model))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+class ShapeCosts:
+    """MACs per input and parameters of the network with some channels of each group removed, counted from its layers'
+    shapes (no copy, no trace): each conv/linear layer's MACs and weights scale with its remaining input and output
+    channels, every other parameter of a touched layer (BatchNorm's) with its remaining channels; everything else
+    (and every MAC the flop counter sees outside conv/linear layers) stays as it is. Exact where `matches` says so,
+    checked against the network actually shrunk (Torch-Pruning) and counted by torch's flop counter."""
+
+    def __init__(self, model: nn.Module, groups: list[UnitGroup]):
+        from ..models import count_params, macs_per_image
+
+        self.model, self.groups = model, groups
+        self.positions = _positions(model)
+        self.layers = {n: m for n, m in model.named_modules()}
+        self.touched = sorted({t[0] for g in groups for t in g.touches} | set(self.positions))
+        base_macs, base_params = self._count({g.name: 0 for g in groups})
+        self.other_macs = macs_per_image(model) - base_macs
+        self.other_params = count_params(model) - base_params
+
+    def _count(self, removal: dict[str, int]) -> tuple[float, float]:
+        lost = {}
+        for g in self.groups:
+            for layer, side, per in g.touches:
+                lost[(layer, side)] = lost.get((layer, side), 0) + removal.get(g.name, 0) * per
+        macs = params = 0.0
+        for name in self.touched:
+            m = self.layers[name]
+            out_lost, in_lost = lost.get((name, "out"), 0), lost.get((name, "in"), 0)
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                o = (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features) - out_lost
+                i = (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features) - in_lost
+                depthwise = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+                per_out = (1 if depthwise else i // (m.groups if isinstance(m, nn.Conv2d) else 1)) * \
+                    (math.prod(m.kernel_size) if isinstance(m, nn.Conv2d) else 1)
+                macs += self.positions[name] * o * per_out
+                params += o * per_out + (o if m.bias is not None else 0)
+            else:
+                for p in m.parameters(recurse=False):
+                    width = p.shape[0] if p.dim() else 1
+                    params += p.numel() * (width - out_lost) / width if width else 0
+        return macs, params
+
+    def macs(self, removal: dict[str, int]) -> float:
+        return self._count(removal)[0] + self.other_macs
+
+    def params(self, removal: dict[str, int]) -> float:
+        return self._count(removal)[1] + self.other_params
+
+    def matches(self, removals: list[dict[str, int]]) -> bool:
+        """Whether the counts equal those of the network shrunk by Torch-Pruning for each removal."""
+        from ..models import count_params, macs_per_image
+
+        for removal in removals:
+            try:
+                small = shrink(copy.deepcopy(self.model).cpu().eval(), {n: list(range(k)) for n, k in removal.items()
+                                                                          if k})
+                counted = (macs_per_image(small), count_params(small))
+            except Exception:  # noqa: BLE001 - a network Torch-Pruning cannot shrink this far: no shortcut for it
+                return False
+            if counted != (self.macs(removal), self.params(removal)):
+                return False
+        return True

@@ -183,6 +183,12 @@ class ModelConfig(Checked):
                     "called as FUNCTION(in_channels=C, num_classes=K), returning a torch.nn.Module)", flag="--arch")
     dropout: float = opt(0.0, "dropout probability before fc2 and fc3 of lenet5 (paper: 0, 0.25 in its ablation)",
                          flag="--dropout", lo=0.0, hi=1.0, hi_open=True)
+    weights: str = opt("", "trained weights of --arch: a mixprune model file, a safetensors state dict, a PyTorch "
+                       "checkpoint (.pt/.pth: a state dict, or one nested under state_dict/model, read with "
+                       "torch.load(weights_only=True), never unpickled otherwise), or torchvision:DEFAULT / "
+                       "timm:DEFAULT from the local cache. compress: the network to compress; reproduce and search: "
+                       "the dense models start from them and train --epochs more (0: as they are); empty: random "
+                       "initialisation", flag="--weights")
 
 
 @dataclass(frozen=True)
@@ -421,7 +427,7 @@ def what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
 
 # Fields added after sweeps were first written, with their defaults: left out of a cell's identity while
 # at the default, so that sweep directories written before the field existed keep their cell names.
-LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None, ("data", "dataset"): "fashion-mnist",
+LATE_FIELDS: dict[tuple[str, str], Any] = {("train", "stack_models"): None, ("model", "weights"): "", ("data", "dataset"): "fashion-mnist",
                                             ("data", "image_size"): 0, ("data", "test_fraction"): 0.2,
                                             ("data", "memory_budget_mb"): 0.0, ("train", "lr_schedule"): "step",
                                             ("train", "warmup_epochs"): 0, ("train", "label_smoothing"): 0.0,

@@ -28,7 +28,7 @@ from safetensors.torch import load, save
 from torch import nn
 
 from ..compress.structured import shrink
-from ..core.atomic import TooLarge, read_capped, write_bytes_atomic
+from ..core.atomic import TooLarge, open_regular, read_capped, write_bytes_atomic
 from ..core.config import MAX_SIDE
 from ..core.errors import ConfigError, ModelFileError
 from ..models import LENET, LeNet5, count_params, describe, described_parameters, kind, prunable, rebuild
@@ -36,6 +36,7 @@ from ..models.lenet5 import LAYERS, PAPER_INPUT
 
 FORMAT = "mixprune.lenet5"  # the paper's network on 1x28x28 inputs, 10 classes (files as mixprune always wrote them)
 GENERIC_FORMAT = "mixprune.model"  # any network: its architecture as JSON (models.describe), rebuilt by the registry
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a header
 MAX_DIM = 1 << 16  # largest channel, class or width count a file may describe
 
 
@@ -148,6 +149,22 @@ def read_model_file(path: Path | str) -> bytes:
                              "writes") from None
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+
+
+def is_mixprune_file(path: Path | str) -> bool:
+    """Whether path is a safetensors file whose metadata names a mixprune format (only its header is read, at most
+    MAX_HEADER_BYTES); False for anything else, including files that cannot be read (their reader says why)."""
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+            if not 0 < length <= MAX_HEADER_BYTES:
+                return False
+            header = json.loads(fh.read(length))
+    except (OSError, ValueError, RecursionError):
+        return False
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(meta, dict) and meta.get("format") in (FORMAT, GENERIC_FORMAT)
 
 
 def _read(data: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -340,3 +357,29 @@ def _check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str, f
         if finite and v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise ModelFileError(f"{where}: {k} holds NaN or infinite values; the file is corrupt, or the model it "
                                  "was saved from had diverged")
+
+
+def load_weights(model: nn.Module, weights: str, arch: str) -> nn.Module:
+    """`model` (built by the registry for `arch`) with the trained weights of `weights`: a mixprune model file (the
+    network as the file says, e.g. slimmed, loaded into a copy of model), a safetensors state dict or PyTorch
+    checkpoint (models.weights), or pretrained weights from the local cache (torchvision:TAG, timm:TAG)."""
+    from ..models.weights import checkpoint_limit, load_state, read_state_dict, weights_file
+
+    path = weights_file(arch, weights)
+    if is_mixprune_file(path):  # rebuilt as the file describes it (a slimmed network keeps its widths)
+        python = kind(arch) == "python"
+        loaded = model_from_bytes(read_model_file(path), str(path), arch if kind(arch) == "file" else None,
+                                  model=copy.deepcopy(model) if python else None)
+        if not python and describe(loaded)["arch"] != arch:
+            raise ModelFileError(f"{path} holds a {describe(loaded)['arch']} network, not --arch {arch}; give the --arch "
+                                 "it was made with")
+        if describe(loaded)["num_classes"] != describe(model)["num_classes"]:
+            raise ModelFileError(f"{path} gives {describe(loaded)['num_classes']} classes, the dataset has "
+                                 f"{describe(model)['num_classes']}; choose the dataset it was trained on")
+        if tuple(loaded.input_shape) != tuple(model.input_shape):
+            raise ModelFileError(f"{path} takes {list(loaded.input_shape)} inputs, the dataset has "
+                                 f"{list(model.input_shape)}; choose the dataset (and --image-size) it was trained on")
+        loaded.input_shape, loaded.arch = model.input_shape, getattr(model, "arch", arch)
+        loaded.output_classes = getattr(model, "output_classes", describe(model)["num_classes"])
+        return loaded
+    return load_state(model, read_state_dict(path, checkpoint_limit(model)), str(path))

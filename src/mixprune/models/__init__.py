@@ -22,6 +22,7 @@ from .registry import (
     build_model,
     check_arch,
     check_config,
+    check_input,
     describe,
     described_parameters,
     kind,
@@ -31,5 +32,5 @@ from .registry import (
 
 __all__ = ["count_nonzero", "count_params", "effective_macs", "effective_tensors", "example_input", "input_shape",
            "layer_sparsity", "macs_per_image", "prunable", "stateless", "weight_sparsity", "LAYERS", "LeNet5", "init_weights", "LENET",
-           "build_model", "describe", "kind", "python_factory", "rebuild", "FAMILIES", "check_arch", "check_config",
+           "build_model", "describe", "kind", "python_factory", "rebuild", "FAMILIES", "check_arch", "check_config", "check_input",
            "evaluate_loss_accuracy", "predict", "described_parameters"]

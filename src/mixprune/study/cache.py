@@ -33,6 +33,7 @@ from ..core.atomic import atomic_path, read_text_capped
 from ..core.config import LATE_FIELDS, StudyConfig, to_dict
 from ..core.runtime import available_cores
 from ..models import kind
+from ..models.weights import weights_file
 from ..train.losses import needs_teacher
 from .variants import Design, mixup_on
 
@@ -63,12 +64,15 @@ def model_key(cfg: StudyConfig, seed: int, name: str, fingerprint: str, device: 
              and LATE_FIELDS.get(("train", k), ()) != v}  # settings added later count only when set
     parts: dict[str, Any] = {
         "versions": [__version__, torch.__version__], "device": device, "threads": threads, "seed": seed,
-        "data": fingerprint, "model": to_dict(cfg.model), "train": train,
+        "data": fingerprint, "train": train,
+        "model": {k: v for k, v in to_dict(cfg.model).items() if LATE_FIELDS.get(("model", k), ()) != v},
         "mixup": cfg.mixup.alpha if mixup_on(cfg, root) else None,
         # dropout masks come from a stream named after the model, so A and B differ when dropout is on
         "stream": root.name if cfg.model.dropout > 0 else None}
     if kind(cfg.model.arch) == "file":  # a user's factory: its code is part of what the model depends on
         parts["code"] = _file_digest(cfg.model.arch.rpartition(":")[0])
+    if cfg.model.weights:  # trained weights to start from: their bytes, not their name
+        parts["weights"] = _file_digest(str(weights_file(cfg.model.arch, cfg.model.weights)))
     if stack_size:  # only when set, so that keys of separately trained models stay what they were
         parts["stack_size"] = stack_size
     if any(v.loss != "ce" for v in line):

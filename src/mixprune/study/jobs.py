@@ -47,6 +47,7 @@ from ..core.runtime import generator, memory_format
 from ..data.prepare import Tensors
 from ..deploy.files import model_from_bytes, read_model_file
 from ..models import build_model, evaluate_loss_accuracy
+from ..models.weights import load_state
 from ..train.engine import EpochRecord, FitSpec, fit, steps_per_epoch
 from ..train.losses import needs_teacher, training_loss
 from ..train.schedules import lr_schedule
@@ -66,13 +67,17 @@ class Problem:
     stateless: bool = True
     teacher: bytes | None = None  # the --teacher file's bytes, read once by the driver: workers and Ray nodes
     # need not see the file
+    weights: dict[str, torch.Tensor] | None = None  # --weights, read and checked once by the driver (as teacher)
 
     def build(self, cfg: StudyConfig, gen: torch.Generator, check: bool = True) -> nn.Module:
-        """The network, initialised from `gen`; `check` runs it on example inputs (models.build_model), which a
-        structure for loaded weights can skip once the run's probe model passed it."""
+        """The network, initialised from `gen` (then given the run's --weights, where it has them); `check` runs it
+        on example inputs (models.build_model), which a structure for loaded weights can skip once the run's probe
+        model passed it."""
         if self.factory is not None:
-            return self.factory(gen)
-        return build_model(cfg.model.arch, self.input_shape, self.num_classes, gen, cfg.model.dropout, check)
+            model = self.factory(gen)
+        else:
+            model = build_model(cfg.model.arch, self.input_shape, self.num_classes, gen, cfg.model.dropout, check)
+        return model if self.weights is None else load_state(model, self.weights, cfg.model.weights)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..core.outputs import check_location
 from ..core.runtime import available_cores, generator, resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import prepare_dataset
+from ..deploy.files import load_weights
 from ..models import check_config, python_factory, stateless
 from .cache import ModelCache, bench_key, model_key
 from .jobs import Chain, Problem, by_depth, file_teacher, read_teacher
@@ -136,6 +137,13 @@ def _checked_problem(cfg: StudyConfig, problem: Problem, n_train: int) -> Proble
     """Refuse, before anything trains, what this network cannot do (building it checks the input shape);
     the problem with what the built network says about itself."""
     model = problem.build(cfg, generator(0, "init"))
+    if cfg.model.weights:  # read here, checked before anything trains, and carried to every worker
+        trained = load_weights(model, cfg.model.weights, cfg.model.arch)
+        if {k: v.shape for k, v in trained.state_dict().items()} != {k: v.shape for k, v in model.state_dict().items()}:
+            raise ConfigError(f"--weights {cfg.model.weights} holds a slimmed {cfg.model.arch}; a study starts from the "
+                              "whole network: give its unpruned weights, or compress it with `mixprune compress`")
+        problem = dataclasses.replace(problem, weights={k: v.detach().cpu() for k, v in trained.state_dict().items()})
+        model = trained
     check_last_batch(cfg, model, n_train)
     if cfg.prune.method == "structured":
         check_structured(cfg, model)
