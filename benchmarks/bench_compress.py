@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def train(arch: str, config: str | None, out: Path, extra: list[str]) -> float:
+def train(arch: str, config: str | None, out: Path, epochs: int | None) -> float:
     """Train the original on the training split minus the validation split; returns its test accuracy."""
     from mixprune.core.config import config_path, layered, read_toml
     from mixprune.core.runtime import generator
@@ -34,7 +34,7 @@ def train(arch: str, config: str | None, out: Path, extra: list[str]) -> float:
     from mixprune.train.engine import fit
 
     layers = [("recipe", read_toml(config_path(config), "config file"))] if config else []
-    cfg = layered(layers, {"model.arch": arch, **dict(x.split("=", 1) for x in extra)})
+    cfg = layered(layers, {"model.arch": arch, **({"train.epochs": epochs} if epochs is not None else {})})
     ds = prepare_dataset(cfg, None).hold_out(cfg.prune.val_fraction)
     data = prepare_tensors(ds, torch.device("cpu"))
     model = Problem(ds.shape, ds.num_classes).build(cfg, generator(0, "init"))
@@ -46,7 +46,9 @@ def train(arch: str, config: str | None, out: Path, extra: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="lenet5")
-    ap.add_argument("--config", default="strong", help="recipe for training and recovery (a bundled name or a file)")
+    ap.add_argument("--config", default="strong", help="recipe for training and recovery (a bundled name or a file; "
+                    "empty: the paper's settings)")
+    ap.add_argument("--train-epochs", type=int, help="training epochs of the original [default: the recipe's]")
     ap.add_argument("--targets", nargs="+", default=["0.5x"], help="--target-macs values")
     ap.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
     ap.add_argument("--bench-batch", default="1")
@@ -57,11 +59,11 @@ def main() -> None:
     weights = Path(args.weights) if args.weights else work / "original.pt"
     if not args.weights:
         start = time.perf_counter()
-        acc = train(args.arch, args.config, weights, [])
-        print(f"trained {args.arch} with --config {args.config} (seed 0): test accuracy {acc:.2f}% in "
+        acc = train(args.arch, args.config, weights, args.train_epochs)
+        print(f"trained {args.arch} with --config {args.config or '(paper)'} (seed 0): test accuracy {acc:.2f}% in "
               f"{time.perf_counter() - start:.0f} s; {weights}", flush=True)
-    cmd = [sys.executable, "-m", "mixprune", "compress", "--arch", args.arch, "--config", args.config, "--weights",
-           str(weights), "--target-macs", *args.targets, "--seeds", *args.seeds, "--bench-batch", args.bench_batch,
+    recipe = ["--config", args.config] if args.config else []
+    cmd = [sys.executable, "-m", "mixprune", "compress", "--arch", args.arch, *recipe, "--weights", str(weights), "--target-macs", *args.targets, "--seeds", *args.seeds, "--bench-batch", args.bench_batch,
            "--out", str(work / "compress"), *args.extra]
     print("$", " ".join(cmd[2:]), flush=True)
     start = time.perf_counter()

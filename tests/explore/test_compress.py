@@ -88,7 +88,7 @@ def test_compress_meets_each_budget_writes_verified_files_and_resumes(tmp_path, 
     (("--max-drop", "nan"), ("--max-drop",)),
     (("--target-params", "100"), ("--target-params 100 cannot be met", "smallest this network reaches")),
     (("--target-bytes", "1000", "--format", "zip"), ("--format",)),
-    (("--backend", "ray"), ("runs in this process",)),
+    (("--backend", "ray"), ("runs on this machine for now",)),
     (("--target-latency", "1"), ("--target-latency needs latency measured",)),
 ])
 def test_bad_budgets_are_one_line_and_write_nothing(tmp_path, capsys, checkpoint, flags, fragments):
@@ -167,3 +167,22 @@ def test_an_accuracy_budget_alone_chooses_the_design(tmp_path, checkpoint):
     t = result["targets"][0]
     assert t["label"] == "max-drop" and t["predicted_drop"] <= 5.0 and "budget_met" not in t
     assert (out / "max-drop" / "seed0" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_recover_the_same_networks(tmp_path, checkpoint):
+    base = with_overrides(StudyConfig(), {"seeds": [0, 1], "prune.finetune_epochs": 1, "threads": 1,
+                                          "model.weights": str(checkpoint), "data.dataset": "digits",
+                                          "data.image_size": 28, "data.train_subset": 60, "data.test_subset": 20})
+    serial = mixprune.compress(targets={"macs": ["0.5x"]}, cfg=base, out=tmp_path / "serial")
+    parallel = mixprune.compress(targets={"macs": ["0.5x"]}, cfg=with_overrides(base, {"workers": 2}),
+                                 out=tmp_path / "parallel")
+    assert (serial["execution"], parallel["execution"]) == ({"workers": 1, "threads": 1}, {"workers": 2, "threads": 1})
+    timed = ("latency_ms", "ort_latency_ms", "ort_int8_latency_ms")
+    for a, b in zip(serial["targets"][0]["seeds"], parallel["targets"][0]["seeds"]):
+        assert {k: v for k, v in a.items() if k not in timed} == {k: v for k, v in b.items() if k not in timed}
+        assert all(k in b for k in timed)  # timed after the workers, in this process
+    for seed in (0, 1):
+        for name in ("model.safetensors", "model.onnx"):
+            assert (tmp_path / "serial" / "macs-0.5x" / f"seed{seed}" / name).read_bytes() == \
+                (tmp_path / "parallel" / "macs-0.5x" / f"seed{seed}" / name).read_bytes()

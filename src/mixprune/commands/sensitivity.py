@@ -75,10 +75,11 @@ def run_sensitivity(cfg: StudyConfig, model_file: str | None = None, ladder: tup
 def _same(root: Path, settings: dict[str, Any]) -> bool | None:
     """Whether root holds a sensitivity table of the same settings (it is measured again), another one, or none."""
     try:
-        return json.loads(read_text_capped(root / "sensitivity.json", 1 << 24)).get("settings") == settings
+        earlier = json.loads(read_text_capped(root / "sensitivity.json", 1 << 24)).get("settings")
+        return {**earlier, "config": what_it_computes(earlier["config"])} == settings  # written before a late field
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError, KeyError, TypeError):
         return False
 
 

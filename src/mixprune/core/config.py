@@ -421,8 +421,16 @@ PLACEMENT_FIELDS = ("out", "overwrite", "cache_dir", "backend", "ray_address")
 
 
 def what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
-    """A config's top-level fields (to_dict) without PLACEMENT_FIELDS: what decides whether two runs are the same."""
-    return {k: v for k, v in config.items() if k not in PLACEMENT_FIELDS}
+    """A config's fields (to_dict) without PLACEMENT_FIELDS, and without LATE_FIELDS at their defaults (a run written
+    before such a field existed computed what its default computes): what decides whether two runs are the same."""
+    out = {}
+    for key, value in config.items():
+        if key in PLACEMENT_FIELDS:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if LATE_FIELDS.get((key, k), ()) != v}
+        out[key] = value
+    return out
 
 
 # Fields added after sweeps were first written, with their defaults: left out of a cell's identity while

@@ -48,13 +48,14 @@ from ..core.runtime import available_cores, generator, resolve_device
 from ..data.dataset import Dataset
 from ..data.prepare import Tensors, prepare_dataset, prepare_tensors
 from ..deploy.encodings import BY_KIND
-from ..deploy.files import load_weights, save_safetensors
+from ..deploy.files import load_model, load_weights, save_safetensors
 from ..deploy.onnx import export_onnx, onnx_logits, ort_session, quantize_onnx_int8
 from ..deploy.timing import latency_ms, time_ms
-from ..models import check_input, count_params, describe, evaluate_loss_accuracy, macs_per_image, predict
+from ..models import check_input, count_params, describe, kind, evaluate_loss_accuracy, macs_per_image, predict
 from ..reporting.compress_report import write_compress_report
 from ..reporting.stats import mean_ci
 from ..study.evaluation import classification_metrics
+from ..study.backends import run_tasks
 from ..study.jobs import Problem, fit_spec, finetune_lr
 from ..study.observer import Observer
 from ..train.engine import fit, steps_per_epoch
@@ -223,7 +224,8 @@ def _setup(cfg: StudyConfig, spec: CompressSpec, dataset: Dataset | None, model:
     costs, sensitivity on the validation split, and each target's plan."""
     spec.check()
     if cfg.backend != "local" or cfg.cache_dir:
-        raise ConfigError("mixprune compress runs in this process for now: drop --backend ray / --cache-dir")
+        raise ConfigError("mixprune compress runs on this machine for now (--workers N: N recoveries at once in worker "
+                          "processes); drop --backend ray / --cache-dir")
     if not cfg.bench.latency and any(t.metric == "latency" for t in spec.targets):
         raise ConfigError("--target-latency needs latency measured; drop --no-latency / --quick")
     ds = prepare_dataset(cfg, dataset)
@@ -264,10 +266,10 @@ def _ort_ms(path: Path, spec: CompressSpec, shape: tuple[int, ...]) -> float:
 
 
 def measure(model: nn.Module, data: Tensors, spec: CompressSpec, where: Path, num_classes: int,
-            calibration: torch.Tensor, timed: bool = True) -> dict[str, Any]:
-    """One network's figures: validation and test accuracy (test: once), loss, per-class F1, parameters, MACs, the
+            calibration: torch.Tensor) -> dict[str, Any]:
+    """One network's figures: validation and test accuracy (test: once), loss, per-class F1, parameters, MACs, and the
     bytes of each file written into `where` (fp32 and fp16 safetensors, ONNX verified in ONNX Runtime on the test
-    split, int8 ONNX scored there too), and, where `timed`, latency (PyTorch eager; ONNX Runtime fp32 and int8)."""
+    split, int8 ONNX scored there too)."""
     model = model.eval()
     ensure_dir(where)
     logits = predict(model, data.test_x).cpu()
@@ -285,16 +287,22 @@ def measure(model: nn.Module, data: Tensors, spec: CompressSpec, where: Path, nu
     out["onnx_test_accuracy"] = 100.0 * (ort.argmax(1) == y).double().mean().item()
     out["onnx_prediction_agreement"] = (ort.argmax(1) == logits.argmax(1)).double().mean().item()
     out["bytes_onnx_int8"] = quantize_onnx_int8(where / "model.onnx", where / "model.int8.onnx", calibration)
-    out["onnx_int8_test_accuracy"] = 100.0 * (onnx_logits(where / "model.int8.onnx", x).argmax(1) == y).double().mean().item()
+    int8 = onnx_logits(where / "model.int8.onnx", x)
+    out["onnx_int8_test_accuracy"] = 100.0 * (int8.argmax(1) == y).double().mean().item()
     out["bytes"] = {fmt: out[f"bytes_{fmt}"] for fmt in ("fp32", "fp16", "onnx", "onnx_int8")}
     if spec.format in ("sparse", "sparse_int8"):
         out["bytes"][spec.format] = BY_KIND[spec.format].write(cpu, where / f"model.{BY_KIND[spec.format].suffix}")
-    if timed:
-        shape = tuple(cpu.input_shape)
-        out["latency_ms"] = latency_ms(cpu, spec.bench_batch, 0.5, spec.bench_threads, adaptive=True)
-        out["ort_latency_ms"] = _ort_ms(where / "model.onnx", spec, shape)
-        out["ort_int8_latency_ms"] = _ort_ms(where / "model.int8.onnx", spec, shape)
     return out
+
+
+def timings(model: nn.Module, where: Path, spec: CompressSpec) -> dict[str, float]:
+    """Median ms per --bench-batch of the network in PyTorch eager and of its ONNX files (fp32, int8) in ONNX Runtime,
+    on --bench-threads threads; run with nothing else training, so the figures are comparable."""
+    cpu = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    shape = tuple(cpu.input_shape)
+    return {"latency_ms": latency_ms(cpu, spec.bench_batch, 0.5, spec.bench_threads, adaptive=True),
+            "ort_latency_ms": _ort_ms(where / "model.onnx", spec, shape),
+            "ort_int8_latency_ms": _ort_ms(where / "model.int8.onnx", spec, shape)}
 
 
 def recover(original: nn.Module, groups: list, plan: Plan, cfg: StudyConfig, spec: CompressSpec, data: Tensors,
@@ -387,22 +395,69 @@ def run_compress(cfg: StudyConfig, spec: CompressSpec, out_dir: Path, model: nn.
     return result
 
 
+_ORIGINALS: dict[str, nn.Module] = {}  # per worker process: the original, read once from its file
+
+
+def _original(shared: dict[str, Any]) -> nn.Module:
+    """The original network: the one in memory (in this process), or in a worker read from original/model.safetensors
+    (the fp32 file measure wrote: the same weights, bit for bit)."""
+    if shared["original"] is not None:
+        return shared["original"]
+    path = str(shared["where"] / "original" / "model.safetensors")
+    if path not in _ORIGINALS:
+        arch = shared["cfg"].model.arch
+        model = load_model(path, arch=arch if kind(arch) == "file" else None)
+        model.arch = arch
+        _ORIGINALS[path] = model.to(shared["data"].train_x.device)
+    return _ORIGINALS[path]
+
+
+def _recover_task(shared: dict[str, Any], task: tuple[Plan, int], observer: Any, emit: Any) -> list:
+    """One (target, seed): recover, measure, write its files and, last, its metrics.json (timed here only where
+    nothing else trains beside it)."""
+    plan, seed = task
+    cfg, spec, data = shared["cfg"], shared["spec"], shared["data"]
+    small = recover(_original(shared), shared["groups"], plan, cfg, spec, data, seed, observer)
+    cell = shared["where"] / plan.label / f"seed{seed}"
+    metrics = {"seed": seed, "shape": describe(small),
+               **measure(small, data, spec, cell, shared["num_classes"], shared["calibration"])}
+    if shared["time_here"]:
+        metrics.update(timings(small, cell, spec))
+    _finish(cell, metrics)
+    return []
+
+
+def _timed(where: Path, metrics: dict[str, Any], model: Callable[[], nn.Module], spec: CompressSpec) -> dict[str, Any]:
+    """metrics with latency, timed now (and written) where it lacks it: a network recovered in a worker, or one
+    an interrupted run measured but did not time."""
+    if "latency_ms" in metrics:
+        return metrics
+    return _finish(where, {**metrics, **timings(model(), where, spec)})
+
+
 def _run(cfg: StudyConfig, spec: CompressSpec, s: dict[str, Any], where: Path, observer: Any) -> dict[str, Any]:
     data, num_classes = s["data"], s["ds"].num_classes
     original = _done(where / "original" / "metrics.json") or \
-        _finish(where / "original", measure(s["model"], data, spec, where / "original", num_classes, s["calibration"],
-                                          cfg.bench.latency))
+        _finish(where / "original", measure(s["model"], data, spec, where / "original", num_classes, s["calibration"]))
+    if cfg.bench.latency:
+        original = _timed(where / "original", original, lambda: s["model"], spec)
+    todo = [(plan, seed) for plan in s["plans"] for seed in cfg.seeds
+            if _done(where / plan.label / f"seed{seed}" / "metrics.json") is None]
+    in_process = kind(getattr(s["model"], "arch", "python:")) == "python"  # a module given as Python code
+    workers = 1 if in_process else min(max(cfg.workers, 1), max(len(todo), 1))
+    threads = cfg.threads or (torch.get_num_threads() if workers == 1 else max(1, available_cores() // workers))
+    shared = {"cfg": cfg, "spec": spec, "data": data, "groups": s["groups"], "where": where,
+              "num_classes": num_classes, "calibration": s["calibration"],
+              "original": s["model"] if workers == 1 else None, "time_here": workers == 1 and cfg.bench.latency}
+    run_tasks(_recover_task, todo, shared, workers, threads, observer, on_result=lambda item: None)
     targets = []
     for plan in s["plans"]:
         seeds = []
         for seed in cfg.seeds:
             cell = where / plan.label / f"seed{seed}"
             metrics = _done(cell / "metrics.json")
-            if metrics is None:
-                small = recover(s["model"], s["groups"], plan, cfg, spec, data, seed, observer)
-                metrics = _finish(cell, {"seed": seed, "shape": describe(small),
-                                         **measure(small, data, spec, cell, num_classes, s["calibration"],
-                                                    cfg.bench.latency)})
+            if cfg.bench.latency:
+                metrics = _timed(cell, metrics, lambda: _slimmed(cell, s["model"], cfg), spec)
             observer.model_done(plan.label, seed, {"test_accuracy": metrics["test_accuracy"],
                                                    "params_nonzero": metrics["params"]})
             seeds.append(metrics)
@@ -415,8 +470,20 @@ def _run(cfg: StudyConfig, spec: CompressSpec, s: dict[str, Any], where: Path, o
             "test_examples": len(s["ds"].test_y), "seeds": list(cfg.seeds), "max_drop": cfg.prune.max_drop,
             "format": spec.format, "bench": {"batch": spec.bench_batch, "threads": spec.bench_threads},
             "distill": spec.distill, "mixup_alpha": spec.mixup_alpha, "finetune_epochs": cfg.prune.finetune_epochs,
+            "execution": {"workers": workers, "threads": threads},
             "groups": [{"group": g.name, "channels": g.size} for g in s["groups"]],
             "sensitivity": s["rows"], "original": original, "targets": targets, "versions": _versions()}
+
+
+def _slimmed(cell: Path, original: nn.Module, cfg: StudyConfig) -> nn.Module:
+    """A recovered network read back from its fp32 file (rebuilt from its description; a network given as Python
+    code: the original with the same channels removed)."""
+    arch = getattr(original, "arch", cfg.model.arch)
+    python = kind(arch) == "python"
+    model = load_model(cell / "model.safetensors", arch=arch if kind(arch) == "file" else None,
+                       model=copy.deepcopy(original).cpu() if python else None)
+    model.input_shape = original.input_shape
+    return model
 
 
 def _done(path: Path) -> dict[str, Any] | None:
