@@ -140,3 +140,19 @@ def test_mixprune_model_files_are_weights_too(tmp_path, trained):
     save_safetensors(small, slim)
     loaded = load_weights(_fresh(), str(slim), "lenet5")
     assert loaded.widths == small.widths and _same(loaded, small)
+
+
+def test_timm_weights_come_from_the_hugging_face_cache_only(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    repo = timm.models.get_pretrained_cfg("resnet10t").hf_hub_id
+    with pytest.raises(ConfigError, match=r"models--timm--resnet10t.*model.safetensors is not in the local cache"):
+        hub_file("timm:resnet10t", "timm:DEFAULT")
+    folder = tmp_path / "hf" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc")
+    (folder / "snapshots" / "abc").mkdir(parents=True)
+    (folder / "snapshots" / "abc" / "model.safetensors").write_bytes(b"{}")  # found: reading it is read_state_dict's
+    assert hub_file("timm:resnet10t", "timm:DEFAULT") == folder / "snapshots" / "abc" / "model.safetensors"

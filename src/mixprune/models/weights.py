@@ -158,7 +158,11 @@ def _timm_file(arch: str, tag: str) -> Path | None:
     if not repo:
         raise ConfigError(f"--weights timm:{tag}: timm knows no pretrained weights on the Hugging Face hub for {name}")
     found = try_to_load_from_cache(repo, "model.safetensors")
-    return Path(found) if isinstance(found, str) else Path(f"hf://{repo}/model.safetensors")
+    if isinstance(found, str):
+        return Path(found)
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / "*" / "model.safetensors"
 
 
 HUBS = {"torchvision": _torchvision_file, "timm": _timm_file}  # --weights HUB:TAG -> the cached file it names
