@@ -148,6 +148,17 @@ class RemovalPath:
         return self.steps[i]
 
 
+def first_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The least x in (lo, hi] with ok(x), by bisection, given ok(hi) and not ok(lo) (ok monotone)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def meet(path: RemovalPath, measure: Cost, limit: float, every: float = 0.0) -> Step | None:
     """The least removal on the path whose `measure` is at most `limit`, or None where even the whole path does not
     reach it. `every` > 0 measures only states whose path cost fell by that share since the last one measured (for
@@ -161,13 +172,7 @@ def meet(path: RemovalPath, measure: Cost, limit: float, every: float = 0.0) -> 
             continue
         measured = step.cost
         if measure(step.removal) <= limit:
-            lo, hi = checked, i  # the answer lies in (lo, hi]
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if measure(path[mid].removal) <= limit:
-                    hi = mid
-                else:
-                    lo = mid
+            hi = first_ok(checked, i, lambda j: measure(path[j].removal) <= limit)  # skipped states: bisected
             return _back_off(path, path[hi], measure, limit, fill=not every) if hi > 0 else path[0]
         checked = i
         i += 1
@@ -184,14 +189,8 @@ def _back_off(path: RemovalPath, step: Step, measure: Cost, limit: float, fill: 
     order = [step.moved] + sorted((n for n in removal if n != step.moved and removal[n]) if fill else (),
                                   key=lambda n: -path.drop({n: removal[n]}) / removal[n])
     for name in order:
-        lo, hi = (before if name == step.moved else -1), removal[name]  # lo: over the limit (or -1), hi: within it
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if measure({**removal, name: mid}) <= limit:
-                hi = mid
-            else:
-                lo = mid
-        removal[name] = hi
+        lo = before if name == step.moved else -1  # over the limit (the state before), or nothing known
+        removal[name] = first_ok(lo, removal[name], lambda k: measure({**removal, name: k}) <= limit)
     step = Step(removal, path.cost(removal), path.drop(removal), step.moved)
     return _exchange(path, step, measure, limit) if fill else step
 
@@ -203,16 +202,9 @@ def _least(path: RemovalPath, removal: Removal, name: str, measure: Cost, limit:
     """The fewest channels of group `name` removed (more than now, at most its last rung) that bring `removal`
     within the limit, or None."""
     top = path.curves[name][-1][0]
-    lo, hi = removal[name], top
-    if hi <= lo or measure({**removal, name: hi}) > limit:
+    if top <= removal[name] or measure({**removal, name: top}) > limit:
         return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if measure({**removal, name: mid}) <= limit:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return first_ok(removal[name], top, lambda k: measure({**removal, name: k}) <= limit)
 
 
 def _exchange(path: RemovalPath, step: Step, measure: Cost, limit: float) -> Step:

@@ -29,6 +29,7 @@ from torch.nn.utils import prune
 
 from ..core.errors import ConfigError
 from ..models import LeNet5, example_input
+from ..models.counting import output_positions
 from .pruning import cubic_fraction, keep_top, make_permanent
 from .slimming import slim
 
@@ -362,26 +363,6 @@ class GradualStructuredPruner:
                 held.copy_(held.bool() & mask.to(held.device))
 
 
-def _positions(model: nn.Module) -> dict[str, int]:
-    """Per conv/linear layer, how many times one of its weights is applied for one input (output positions)."""
-    seen: dict[str, int] = {}
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-            seen[name] = output[0].numel() // width
-        return hook
-
-    hooks = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(example_input(model))
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
 class ShapeCosts:
     """MACs per input and parameters of the network with some channels of each group removed, counted from its layers'
     shapes (no copy, no trace): each conv/linear layer's MACs and weights scale with its remaining input and output
@@ -393,7 +374,7 @@ class ShapeCosts:
         from ..models import count_params, macs_per_image
 
         self.model, self.groups = model, groups
-        self.positions = _positions(model)
+        self.positions = output_positions(model)
         self.layers = {n: m for n, m in model.named_modules()}
         self.touched = sorted({t[0] for g in groups for t in g.touches} | set(self.positions))
         base_macs, base_params = self._count({g.name: 0 for g in groups})

@@ -89,7 +89,7 @@ def macs_per_image(model: nn.Module) -> int:
     return counter.get_total_flops() // 2
 
 
-def _output_positions(model: nn.Module) -> dict[str, int]:
+def output_positions(model: nn.Module) -> dict[str, int]:
     """Per prunable layer, the output positions one weight is applied at for one input (H x W of a conv's
     output; 1 for a linear layer), seen by forward hooks on an example input."""
     positions: dict[str, int] = {}
@@ -111,5 +111,5 @@ def _output_positions(model: nn.Module) -> dict[str, int]:
 
 def effective_macs(model: nn.Module) -> int:
     """Multiply-accumulates per input that involve a nonzero weight (what ideal sparse kernels do)."""
-    positions = _output_positions(model)
+    positions = output_positions(model)
     return sum(int(torch.count_nonzero(m.weight)) * positions.get(n, 0) for n, m in prunable(model))
