@@ -415,6 +415,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+# study settings that compress has no use for (it trains nothing from scratch and prunes by budget): given as flags,
+# they are refused rather than silently ignored (a config file such as the strong recipe may still hold them)
+NOT_COMPRESS = ("train.epochs", "train.lr", "train.lr_decay_epoch", "train.lr_decay_factor", "train.warmup_epochs",
+                "train.stack_models", "mixup.alpha", "prune.conv_amount", "prune.fc_amount", "prune.sparsity",
+                "prune.scope", "prune.method", "prune.ratios", "prune.schedule", "prune.finetune_mixup",
+                "distill.teacher", "bench.onnx", "bench.min_run_time", "data.cv_fold", "data.cv_folds")
 COMPRESS_FLAGS = ("target_macs", "target_params", "target_bytes", "target_latency", "format", "bench_batch",
                   "bench_threads", "mixup_alpha", "distill.enabled")
 
@@ -435,6 +441,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     spec = compress_spec({**table, **{k.replace("distill.enabled", "distill"): v for k, v in given.items()}},
                          f"config file {args.config} [compress]" if args.config else "flags")
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config") + COMPRESS_FLAGS}
+    unused = [f.metadata["flag"] for key, f, _ in flag_fields() if key in flags and key in NOT_COMPRESS]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: not used by mixprune compress (it prunes to the --target-* budgets "
+                          "and recovers with --finetune-epochs, --finetune-lr, --mixup-alpha); drop them")
     cfg = layered(layers, flags)
     out_dir = Path(cfg.out) if cfg.out else default_out_dir("compress")
     progress = _progress(transient=True)

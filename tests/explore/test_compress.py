@@ -90,6 +90,7 @@ def test_compress_meets_each_budget_writes_verified_files_and_resumes(tmp_path, 
     (("--target-bytes", "1000", "--format", "zip"), ("--format",)),
     (("--backend", "ray"), ("runs on this machine for now",)),
     (("--target-latency", "1"), ("--target-latency needs latency measured",)),
+    (("--conv-amount", "0.5", "--alpha", "0.2"), ("--alpha, --conv-amount: not used by mixprune compress",)),
 ])
 def test_bad_budgets_are_one_line_and_write_nothing(tmp_path, capsys, checkpoint, flags, fragments):
     out = tmp_path / "out"
